@@ -1,0 +1,39 @@
+"""Helpers shared by the checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from guardian.model import UNKNOWN, Finding, Level
+
+
+def unknown(subject: str, message: str, level: Level = Level.CRITICAL, **context: Any) -> Finding:
+    """A check could not decide. CRITICAL where not knowing could hide a dangerous finding."""
+    return Finding(
+        UNKNOWN,
+        level,
+        subject,
+        message,
+        recoverable=False,
+        action="make the file readable to guardian and a regular file, then re-run `guardian check`",
+        context=context,
+    )
+
+
+def positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def position_label(p: dict[str, Any], index: int) -> str:
+    """How an operator finds a position: its id, else its symbol, direction and index."""
+    if p.get("id") is not None:
+        return f"position:{p['id']}"
+    return f"position:{p.get('symbol', '?')}/{p.get('direction', '?')}#{index}"
+
+
+def position_key(p: dict[str, Any]) -> str:
+    """Identity of a position across files: its id, else symbol, direction and opening time."""
+    if p.get("id") is not None:
+        return str(p["id"])
+    return f"{p.get('symbol')}/{p.get('direction')}/{p.get('opened_at')}"

@@ -1,0 +1,154 @@
+"""The deployment: the ``trading-bot-current`` link, the deployed slot, and what the previous slot
+still holds (its open positions, its config)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from guardian.checks.base import position_key
+from guardian.context import Context
+from guardian.fsutil import read_regular
+from guardian.model import Finding, Level
+from guardian.state import load_closed_ids, load_open_positions
+
+
+def check_link(ctx: Context) -> Iterator[Finding]:
+    s = ctx.slot
+    if s.problem:
+        yield Finding(
+            "SLOT_INVALID",
+            Level.CRITICAL,
+            ctx.cfg.bot.current_link,
+            f"deployment link {s.link} {s.problem}; the bot would run unknown code",
+            action=f"point {s.link.name} at a slot in {s.slots_dir} (ln -sfn slots/<name> {s.link.name}.new && mv -T ...)",
+            context={"link": str(s.link)},
+        )
+    elif s.deployed and s.deployed != s.name:
+        yield Finding(
+            "SLOT_MISMATCH",
+            Level.CRITICAL,
+            ctx.cfg.bot.current_link,
+            f"link points to slot {s.name!r} but the deployed slot is {s.deployed!r}",
+            action="flip the link to the deployed slot, or update DEPLOYED_SLOT if the deploy was intended",
+            context={"linked": s.name, "deployed": s.deployed},
+        )
+
+
+def previous_slot(ctx: Context) -> Path | None:
+    """The slot deployed before the current one: named in the config or PREVIOUS_SLOT, else the other
+    slot whose positions file changed most recently (else whose directory did)."""
+    current = ctx.slot.target
+    if current is None:
+        return None
+    name = ctx.cfg.bot.previous_slot
+    if name is None:
+        try:
+            name = (ctx.home / ctx.cfg.bot.previous_slot_file).read_text().strip() or None
+        except (OSError, UnicodeDecodeError):
+            name = None
+    if name is not None:
+        p = ctx.slots_dir / name
+        return p if p.is_dir() and p.resolve() != current else None
+    best: tuple[float, Path] | None = None
+    try:
+        candidates = [p for p in ctx.slots_dir.iterdir() if p.is_dir() and p.resolve() != current]
+    except OSError:
+        return None
+    for p in candidates:
+        try:
+            m = (p / ctx.cfg.files.positions).stat().st_mtime
+        except OSError:
+            try:
+                m = p.stat().st_mtime - 1e12  # ranks after every slot that holds a positions file
+            except OSError:
+                continue
+        if best is None or m > best[0]:
+            best = (m, p)
+    return best[1] if best else None
+
+
+def check_config_drift(ctx: Context) -> Iterator[Finding]:
+    current = ctx.slot.target
+    if current is None:
+        return
+    for rel in ctx.cfg.slots.must_parse:
+        try:
+            raw = read_regular(current / rel, max_bytes=ctx.max_bytes)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            yield _drift(rel, f"{rel} in slot {current.name!r} cannot be read ({e.strerror or e})")
+            continue
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.DecodeError as e:
+            yield _drift(rel, f"{rel} in slot {current.name!r} does not parse: {e}")
+    prev = previous_slot(ctx)
+    if prev is None:
+        return
+    for rel in ctx.cfg.slots.must_match:
+        a, b = _read_json(current / rel), _read_json(prev / rel)
+        if a == b:
+            continue
+        detail = ""
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            detail = f" (keys differing: {', '.join(keys[:10])})"
+        yield _drift(rel, f"{rel} differs between slot {current.name!r} and previous slot {prev.name!r}{detail}")
+
+
+_MISSING = object()
+
+
+def _read_json(path: Path) -> object:
+    try:
+        raw = read_regular(path, max_bytes=64 << 20)
+    except FileNotFoundError:
+        return _MISSING
+    except OSError:
+        return ("unreadable", str(path))
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw  # compare bytes: still tells equal from different
+
+
+def _drift(rel: str, message: str) -> Finding:
+    return Finding(
+        "CONFIG_DRIFT",
+        Level.HIGH,
+        f"config:{rel}",
+        message,
+        action="make the slots' config agree (or drop the file from slots.must_match) and redeploy",
+    )
+
+
+def check_previous_slot_state(ctx: Context) -> Iterator[Finding]:
+    """Open positions left in the previous slot's state that the current slot does not know."""
+    if not ctx.data_in_slot:
+        return  # a shared data root: both slots see the same file
+    prev = previous_slot(ctx)
+    loaded, current = ctx.positions
+    if prev is None or current is None:
+        return
+    theirs = load_open_positions(prev / ctx.cfg.files.positions, max_bytes=ctx.max_bytes)
+    if not theirs:
+        return
+    ours = {position_key(p) for p in current.open if isinstance(p, dict)}
+    lost = [p for p in theirs if isinstance(p, dict) and position_key(p) not in ours]
+    if lost:
+        closed = load_closed_ids(ctx.positions_path, max_bytes=ctx.max_bytes) or set()
+        lost = [p for p in lost if position_key(p) not in closed]
+    for p in lost:
+        yield Finding(
+            "SLOT_STATE_DIVERGED",
+            Level.CRITICAL,
+            f"position:{position_key(p)}",
+            f"previous slot {prev.name!r} holds open position {position_key(p)} "
+            f"({p.get('symbol')} {p.get('direction')}) that slot {ctx.slot.name!r} does not track",
+            action="reconcile with the exchange and carry the position into the current slot's state",
+            context={"previous_slot": prev.name, "symbol": p.get("symbol"), "direction": p.get("direction")},
+        )

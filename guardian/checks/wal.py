@@ -1,0 +1,73 @@
+"""The bot's write-ahead log: an operation left pending, in progress or failed is a mid-trade crash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from guardian.checks.base import unknown
+from guardian.context import Context
+from guardian.fsutil import NotRegularFile, TooLarge, read_regular
+from guardian.model import Finding, Level
+
+UNFINISHED = {"pending", "in_progress", "failed"}
+FINISHED = {"completed", "rolled_back"}
+
+
+class _Entry(msgspec.Struct):
+    id: Any = None
+    status: Any = None
+    op: Any = None
+    ts: Any = None
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    subject = ctx.rel(ctx.wal_path)
+    try:
+        raw = read_regular(ctx.wal_path, max_bytes=ctx.max_bytes)
+    except FileNotFoundError:
+        return
+    except (NotRegularFile, TooLarge, PermissionError) as e:
+        yield unknown(subject, f"cannot read the WAL: it {e.strerror or e}; unfinished trades cannot be ruled out")
+        return
+    except OSError as e:
+        yield unknown(subject, f"cannot read the WAL ({e}); unfinished trades cannot be ruled out")
+        return
+    decoder = msgspec.json.Decoder(_Entry)
+    last: dict[str, _Entry] = {}
+    lines = raw.split(b"\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            e = decoder.decode(line)
+        except msgspec.MsgspecError:
+            if n == len(lines):  # no newline after it: the bot died while appending this entry
+                yield Finding(
+                    "WAL_INCOMPLETE",
+                    Level.CRITICAL,
+                    f"wal:line{n}",
+                    f"the last WAL line ({n}) is torn: the bot crashed while writing an operation",
+                    action="verify recent trades against the exchange, then repair the WAL",
+                )
+            else:
+                yield unknown(f"wal:line{n}", f"WAL line {n} is not a JSON object; the operation it held is unknown")
+            continue
+        if e.id is None:
+            yield unknown(f"wal:line{n}", f"WAL line {n} has no id; the operation it held is unknown")
+            continue
+        last[str(e.id)] = e
+    for op_id, e in last.items():
+        if e.status in FINISHED:
+            continue
+        state = e.status if e.status in UNFINISHED else f"unknown status {e.status!r}"
+        yield Finding(
+            "WAL_INCOMPLETE",
+            Level.CRITICAL,
+            f"wal:{op_id}",
+            f"operation {op_id} ({e.op}) was left {state}: the bot crashed mid-trade",
+            action="check the exchange for this operation, finish or roll it back, and mark it in the WAL",
+            context={"op": e.op, "status": e.status, "ts": e.ts},
+        )

@@ -1,0 +1,282 @@
+"""``guardian --config FILE <command>``: argument parsing and output only; the work is elsewhere.
+
+Exit codes: check 0/1/2/3 (OK/WARNING/CRITICAL/UNKNOWN, as monitoring plugins); gate 0 allow,
+1 refuse; 78 (EX_CONFIG) for an invalid config everywhere; heal 0 when nothing failed and no CRITICAL
+remains, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from guardian import config as config_mod
+from guardian.config import EX_CONFIG, Config, ConfigError
+from guardian.model import Finding, Report, check_exit_code
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config_mod.load(config_mod.resolve_path(args.config))
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _finding_rows(findings: Sequence[Finding]) -> list[str]:
+    if not findings:
+        return []
+    w = max(len(f.code) for f in findings)
+    ws = min(40, max(len(f.subject) for f in findings))
+    return [f"  {f.level.name:<8}  {f.code:<{w}}  {f.subject:<{ws}}  {f.message}" for f in findings]
+
+
+def _summary(report: Report, what: str) -> str:
+    status = report.worst.name if report.worst else "OK"
+    return (
+        f"guardian {what}: {status} - score {report.score}/100, {len(report.findings)} finding(s), mode {report.mode}"
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from guardian.checks import run_checks
+    from guardian.context import Context
+
+    report = run_checks(Context(_load(args)))
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(_summary(report, "check"))
+        for row in _finding_rows(report.findings):
+            print(row)
+    return check_exit_code(report.findings)
+
+
+def _alert_result(ctx_cfg: Config, result: Any, now: datetime) -> None:
+    """Record every finding and heal of a (non dry) run in the alert log."""
+    from guardian.alerts import Alert
+    from guardian.alerts.build import build_alerter
+    from guardian.context import Context
+    from guardian.model import Outcome
+
+    alerter = build_alerter(Context(ctx_cfg, now=now))
+    for a in result.actions:
+        if a.outcome is Outcome.HEALED:
+            alerter.emit(Alert.from_finding(a.finding, event="healed", now=now, message=a.detail))
+    for f in result.after.findings:
+        alerter.emit(Alert.from_finding(f, event="firing", now=now))
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    from guardian.heal import heal
+
+    cfg = _load(args)
+    now = datetime.now(UTC)
+    result = heal(cfg, now=now, dry_run=args.dry_run)
+    if not args.dry_run:
+        _alert_result(cfg, result, now)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        out = result.to_json()
+        print(
+            f"guardian heal{' --dry-run' if args.dry_run else ''}: "
+            f"{'success' if result.success else 'NOT healthy'} - score {result.before.score} -> {result.after.score}"
+        )
+        for key in ("planned", "healed", "failed", "refused", "critical"):
+            for line in out[key]:
+                print(f"  {key.upper():<8}  {line}")
+    return 0 if result.success or args.dry_run else 1
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from guardian.alerts import Alert, iso
+    from guardian.alerts.build import build_alerter
+    from guardian.context import Context
+    from guardian.gate import decide
+    from guardian.heal import heal
+
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        print(e.report(), file=sys.stderr)
+        print("guardian gate: REFUSED: invalid config (exit 78)", file=sys.stderr)
+        return EX_CONFIG
+    now = datetime.now(UTC)
+    try:
+        result = heal(cfg, now=now)
+        decision = decide(result, mode=cfg.bot.mode, min_score=cfg.thresholds.min_health_score)
+    except Exception as e:  # the gate must answer; paper mode always starts, real mode fails safe
+        allowed = cfg.bot.mode == "paper"
+        print(
+            f"guardian gate: {'ALLOWED' if allowed else 'REFUSED'} ({cfg.bot.mode} mode): guardian failed: "
+            f"{type(e).__name__}: {e}",
+            file=sys.stderr,
+        )
+        return 0 if allowed else 1
+    _alert_result(cfg, result, now)
+    build_alerter(Context(cfg, now=now), stderr=False).emit(
+        Alert(
+            iso(now),
+            "INFO" if decision.allowed else "CRITICAL",
+            "GATE_ALLOWED" if decision.allowed else "GATE_REFUSED",
+            cfg.bot.unit,
+            decision.reason,
+            not decision.allowed,
+            "gate",
+            {"mode": cfg.bot.mode, "score": result.after.score, "reasons": list(decision.reasons)},
+        )
+    )
+    if args.json:
+        _print_json(decision.to_json())
+    print(decision.reason, file=sys.stderr, flush=True)  # last: the line `systemctl status` shows
+    return decision.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = config_mod.resolve_path(args.config)
+    cfg = config_mod.load(path)
+    if args.json:
+        _print_json({"valid": True, "path": str(path), "mode": cfg.bot.mode, "home": str(cfg.bot.home)})
+    else:
+        print(f"{path}: valid (mode {cfg.bot.mode}, home {cfg.bot.home})")
+    return 0
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from guardian.backups import BackupStore
+    from guardian.context import Context
+
+    ctx = Context(_load(args))
+    store = BackupStore(ctx.data, ctx.backups_dir)
+    if args.action == "list":
+        items = store.list()
+        if args.json:
+            _print_json([asdict(b) for b in items])
+        elif not items:
+            print(f"no backups in {ctx.backups_dir}")
+        else:
+            for b in items:
+                print(f"  {b.ts}  {b.reason:<16} {b.size:>12}  {b.original:<36} {b.id}")
+        return 0
+    if not args.id:
+        print("guardian backups restore: give the backup id (see `guardian backups list`)", file=sys.stderr)
+        return 2
+    try:
+        restored, previous = store.restore(args.id, lock_timeout=ctx.cfg.heal.lock_timeout)
+    except KeyError:
+        print(f"guardian backups restore: no backup {args.id!r} in {ctx.backups_dir}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"guardian backups restore: {e}", file=sys.stderr)
+        return 1
+    out = {"restored": restored.id, "to": restored.original, "previous_kept_as": previous.id if previous else None}
+    if args.json:
+        _print_json(out)
+    else:
+        print(
+            f"restored {restored.original} from {restored.id}"
+            + (f"; the file it replaced is kept as {previous.id}" if previous else "")
+        )
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from guardian.alerts import Alert, iso
+    from guardian.alerts.build import build_alerter
+    from guardian.backups import BackupStore
+    from guardian.context import Context
+    from guardian.fsutil import atomic_write, bot_lock
+    from guardian.state import encode
+
+    ctx = Context(_load(args))
+    now = ctx.now
+    if args.command == "emergency-stop":
+        doc: dict[str, Any] = {"active": True, "reason": args.reason, "since": iso(now)}
+        alert = Alert(
+            iso(now),
+            "CRITICAL",
+            "EMERGENCY_STOP_SET",
+            ctx.rel(ctx.stop_path),
+            f"emergency stop activated: {args.reason}",
+            True,
+            "firing",
+            {"reason": args.reason},
+        )
+    else:
+        doc = {"active": False, "cleared_by": args.approver, "cleared_at": iso(now)}
+        alert = Alert(
+            iso(now),
+            "INFO",
+            "EMERGENCY_STOP_CLEARED",
+            ctx.rel(ctx.stop_path),
+            f"emergency stop cleared by {args.approver}",
+            False,
+            "resolved",
+            {"approver": args.approver},
+        )
+    ctx.stop_path.parent.mkdir(parents=True, exist_ok=True)
+    with bot_lock(ctx.stop_path, timeout=ctx.cfg.heal.lock_timeout):
+        if ctx.stop_path.exists():
+            BackupStore(ctx.data, ctx.backups_dir).keep(ctx.stop_path, args.command, now=now)
+        atomic_write(ctx.stop_path, encode(doc))
+    build_alerter(ctx).emit(alert)
+    if args.json:
+        _print_json(doc)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="guardian", description="Keeps a live trading bot's state sound and gates its start."
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="config file (default: $GUARDIAN_CONFIG, else /etc/guardian/guardian.yaml)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help_: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print the full report as JSON")
+        return sp
+
+    add("check", cmd_check, "run every check once, read-only (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    add("heal", cmd_heal, "repair what is safe to repair, then verify").add_argument(
+        "--dry-run", action="store_true", help="print the plan; change nothing"
+    )
+    add("gate", cmd_gate, "ExecStartPre= of the bot: heal, then allow (0) or refuse (1) the start")
+    add("validate-config", cmd_validate, "check the config and nothing else (exit 78 if invalid)")
+    b = add("backups", cmd_backups, "list or restore the backups guardian keeps before changing a file")
+    b.add_argument("action", choices=("list", "restore"))
+    b.add_argument("id", nargs="?", help="the backup to restore (from `backups list`)")
+    add("emergency-stop", cmd_stop, "activate the bot's kill switch").add_argument("--reason", required=True)
+    add("clear-stop", cmd_stop, "clear the kill switch, recording who approved").add_argument(
+        "--approver", required=True
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as e:
+        print(e.report(), file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        print(f"guardian {args.command}: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 3 if args.command == "check" else 1
+
+
+def entry() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""Careful file I/O: reads that never follow a symlink or block on a FIFO, atomic durable writes,
+and the bot's own locks.
+
+Every write guardian makes to the bot's tree goes through :func:`atomic_write` while holding
+:func:`bot_lock` for that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class NotRegularFile(OSError):
+    """The path exists but is a symlink, directory, FIFO, socket or device."""
+
+
+class TooLarge(OSError):
+    """The file is larger than guardian is willing to read into memory."""
+
+
+class LockBusy(OSError):
+    """The bot holds the lock guarding a file: guardian does not write."""
+
+
+def describe_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """Return the bytes of the regular file at ``path``.
+
+    Never follows a symlink (O_NOFOLLOW) and never blocks on a FIFO (O_NONBLOCK + fstat). If the
+    file changes while it is read (an in-place writer), it is read again, so a caller never gets a
+    mix of two versions from a writer that renames. Raise FileNotFoundError, PermissionError,
+    NotRegularFile or TooLarge.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _attempt in range(3):
+        try:
+            fd = os.open(path, flags)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NotRegularFile(errno.ELOOP, "is a symlink", str(path)) from None
+            if e.errno == errno.ENXIO:  # a FIFO or socket with no writer
+                raise NotRegularFile(errno.ENXIO, "is a FIFO or socket", str(path)) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(errno.EINVAL, f"is {describe_kind(st.st_mode)}", str(path))
+            if max_bytes is not None and st.st_size > max_bytes:
+                raise TooLarge(errno.EFBIG, f"is {st.st_size} bytes, over the limit of {max_bytes}", str(path))
+            chunks = []
+            while chunk := os.read(fd, max(st.st_size + 1, 1 << 16)):
+                chunks.append(chunk)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and len(data) == st.st_size:
+            return data
+    return data  # still changing after three reads: hand back the last one; its parse will judge it
+
+
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, like: os.stat_result | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Temp file in the same directory, fsync, rename over the target, fsync of the directory: a crash
+    at any point leaves either the old file or the new one, never a mix. Refuses to write through a
+    symlink. The new file takes the mode and owner of ``like`` (by default the file it replaces).
+    """
+    old = lstat_or_none(path)
+    if old is not None and not stat.S_ISREG(old.st_mode):
+        raise NotRegularFile(errno.EINVAL, f"is {describe_kind(old.st_mode)}; not writing through it", str(path))
+    like = like or old
+    tmp = path.with_name(f".{path.name}.guardian-{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if like is not None:
+                os.fchmod(fd, stat.S_IMODE(like.st_mode))
+                if os.geteuid() == 0 and (like.st_uid, like.st_gid) != (0, 0):
+                    os.fchown(fd, like.st_uid, like.st_gid)
+            else:
+                os.fchmod(fd, 0o644)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def lock_path(path: Path) -> Path:
+    """The bot's lock for ``path``: ``<file>.lock``, filelock's convention."""
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def bot_lock(path: Path, *, timeout: float) -> Iterator[None]:
+    """Hold the bot's own lock for ``path``. Raise LockBusy if the bot holds it past ``timeout``."""
+    import filelock  # costs ~40 ms to import; only the writing paths need it
+
+    lock = filelock.FileLock(str(lock_path(path)), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise LockBusy(errno.EAGAIN, f"held by another process for over {timeout:g}s", str(lock_path(path))) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_inside(root: Path, path: Path) -> bool:
+    """True when ``path``, symlinks resolved, lies inside ``root`` (also resolved)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False

@@ -1,0 +1,146 @@
+"""Self-heal: one remedy per recoverable finding code, then the checks again to verify.
+
+To add a remedy: write ``heal/<name>.py`` with ``(HealContext, Finding) -> HealAction`` and list it
+in REMEDIES (the order is the order remedies run in). Dangerous findings have no remedy, by design.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from guardian.backups import BackupStore
+from guardian.checks import run_checks
+from guardian.config import Config
+from guardian.context import Context
+from guardian.fsutil import LockBusy
+from guardian.heal.base import HealContext, Remedy, failed, refused
+from guardian.heal.directories import heal_directory
+from guardian.heal.heartbeats import heal_heartbeat
+from guardian.heal.locks import heal_lock
+from guardian.heal.orphans import heal_orphan
+from guardian.heal.state_files import heal_state_file
+from guardian.heal.temp_files import heal_temp_file
+from guardian.model import Finding, HealAction, Outcome, Report
+
+# Orphans first (an orphan bot may be writing the files), then the tree's shape, then its files.
+REMEDIES: dict[str, Remedy] = {
+    "ORPHAN_PROCESS": heal_orphan,
+    "DIRECTORY_MISSING": heal_directory,
+    "TEMP_FILE_LEFTOVER": heal_temp_file,
+    "LOCK_STALE": heal_lock,
+    "STATE_FILE_MISSING": heal_state_file,
+    "STATE_FILE_EMPTY": heal_state_file,
+    "STATE_FILE_MALFORMED": heal_state_file,
+    "STATE_FILE_CORRUPT": heal_state_file,
+    "HEARTBEAT_STALE": heal_heartbeat,
+}
+_ORDER = {code: i for i, code in enumerate(REMEDIES)}
+STATS = (
+    "files_created",
+    "files_repaired",
+    "directories_created",
+    "heartbeats_reset",
+    "locks_cleared",
+    "orphans_killed",
+)
+
+
+@dataclass(frozen=True)
+class HealResult:
+    before: Report
+    after: Report  # the checks re-run after healing (a dry run: `before`), plus refusals' findings
+    actions: tuple[HealAction, ...]
+    dry_run: bool
+
+    @property
+    def critical(self) -> list[Finding]:
+        return self.after.critical()
+
+    @property
+    def failed(self) -> list[HealAction]:
+        return [a for a in self.actions if a.outcome is Outcome.FAILED]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed and not self.critical
+
+    def to_json(self) -> dict[str, Any]:
+        """The seeds' result object, plus the detail an operator needs."""
+        counts = Counter(a.stat for a in self.actions if a.outcome is Outcome.HEALED and a.stat)
+        return {
+            "success": self.success,
+            "dry_run": self.dry_run,
+            "healed": [
+                f"{a.finding.code} {a.finding.subject}: {a.detail}" for a in self.actions if a.outcome is Outcome.HEALED
+            ],
+            "failed": [f"{a.finding.code} {a.finding.subject}: {a.detail}" for a in self.failed],
+            "refused": [
+                f"{a.finding.code} {a.finding.subject}: {a.detail}"
+                for a in self.actions
+                if a.outcome is Outcome.REFUSED
+            ],
+            "planned": [
+                f"{a.finding.code} {a.finding.subject}: {a.detail}"
+                for a in self.actions
+                if a.outcome is Outcome.PLANNED
+            ],
+            "critical": [f"{f.code} {f.subject}: {f.message}" for f in self.critical],
+            "stats": {k: counts.get(k, 0) for k in STATS},
+            "score_before": self.before.score,
+            "score_after": self.after.score,
+            "actions": [a.to_json() for a in self.actions],
+            "findings": [f.to_json() for f in self.after.findings],
+        }
+
+
+def _slot_guard(ctx: Context, report: Report) -> str | None:
+    """Why nothing may be healed inside the data root, if the slot holding it is not the deployed one."""
+    if not ctx.data_in_slot:
+        return None
+    bad = [f for f in report.findings if f.code in ("SLOT_INVALID", "SLOT_MISMATCH")]
+    return f"{bad[0].code}: nothing is healed inside a slot that is not the deployed bot's" if bad else None
+
+
+def heal(
+    cfg: Config, *, now: datetime | None = None, dry_run: bool = False, before: Report | None = None
+) -> HealResult:
+    """Heal every recoverable finding that is safe to heal, then verify by checking again."""
+    ctx = Context(cfg, now=now)
+    before = before or run_checks(ctx)
+    h = HealContext(ctx, BackupStore(ctx.data, ctx.backups_dir), dry_run)
+    guard = _slot_guard(ctx, before)
+    actions: list[HealAction] = []
+    todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=lambda f: _ORDER[f.code])
+    for f in todo:
+        if guard and f.code != "ORPHAN_PROCESS":
+            actions.append(refused(f, guard))
+            continue
+        if not cfg.heal.enabled:
+            actions.append(refused(f, "self-heal is disabled (heal.enabled: false)"))
+            continue
+        try:
+            actions.append(REMEDIES[f.code](h, f))
+        except LockBusy as e:
+            actions.append(failed(f, f"the bot holds {e.filename}: not written"))
+        except OSError as e:
+            actions.append(failed(f, f"{type(e).__name__}: {e}"))
+    if dry_run:
+        after = Report(before.findings + tuple(h.extra_findings), before.checked_at, before.mode)
+        return HealResult(before, after, tuple(actions), dry_run)
+    # Verify: a fresh look at the tree (same clock reading), and a remedy whose finding is still
+    # there did not work, whatever it reported.
+    rechecked = run_checks(Context(cfg, now=ctx.now))
+    still = {f.key for f in rechecked.findings}
+    verified = [
+        HealAction(
+            a.finding, Outcome.FAILED, f"{a.detail}; but the finding is still there after healing", a.stat, a.backups
+        )
+        if a.outcome is Outcome.HEALED and a.finding.key in still
+        else a
+        for a in actions
+    ]
+    after = Report(rechecked.findings + tuple(h.extra_findings), rechecked.checked_at, rechecked.mode)
+    return HealResult(before, after, tuple(verified), dry_run)

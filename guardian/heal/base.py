@@ -1,0 +1,37 @@
+"""What every remedy gets, and the shapes of their answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from guardian.backups import BackupStore
+from guardian.context import Context
+from guardian.model import Finding, HealAction, Outcome
+
+
+@dataclass
+class HealContext:
+    ctx: Context
+    store: BackupStore
+    dry_run: bool
+    extra_findings: list[Finding] = field(default_factory=list)  # raised by refusals (STATE_UNRECOVERABLE)
+
+    @property
+    def lock_timeout(self) -> float:
+        return self.ctx.cfg.heal.lock_timeout
+
+
+Remedy = Callable[[HealContext, Finding], HealAction]
+
+
+def planned(f: Finding, detail: str) -> HealAction:
+    return HealAction(f, Outcome.PLANNED, detail)
+
+
+def refused(f: Finding, detail: str) -> HealAction:
+    return HealAction(f, Outcome.REFUSED, detail)
+
+
+def failed(f: Finding, detail: str) -> HealAction:
+    return HealAction(f, Outcome.FAILED, detail)

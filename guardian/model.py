@@ -1,0 +1,143 @@
+"""Pure data: severities, findings, reports and heal outcomes. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Level(enum.IntEnum):
+    """Severity of a finding, ordered so that ``max()`` gives the worst."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+# Points a finding takes off the health score of 100 (documented in the README).
+SCORE_PENALTY: Mapping[Level, int] = {Level.CRITICAL: 50, Level.HIGH: 15, Level.MEDIUM: 5, Level.LOW: 1}
+
+# The exit codes of `guardian check`, as monitoring plugins (Nagios, Icinga, Sensu) read them.
+EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
+
+UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with the bot, as an operator needs to read it.
+
+    ``code`` is stable (alerts, silences and tests key on it); ``subject`` names the file, lock,
+    component or position it is about, so ``(code, subject)`` identifies the finding.
+    """
+
+    code: str
+    level: Level
+    subject: str
+    message: str
+    recoverable: bool = False
+    action: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.code, self.subject)
+
+    def line(self) -> str:
+        """The seeds' one-line form: ``[LEVEL] CODE: message [ACTION REQUIRED] | k=v, ...``."""
+        text = f"[{self.level.name}] {self.code}: {self.message}"
+        if not self.recoverable:
+            text += " [ACTION REQUIRED]"
+        if self.context:
+            text += " | " + ", ".join(f"{k}={v}" for k, v in self.context.items())
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "level": self.level.name,
+            "subject": self.subject,
+            "message": self.message,
+            "recoverable": self.recoverable,
+            "action_required": not self.recoverable,
+            "action": self.action,
+            "context": dict(self.context),
+        }
+
+
+def health_score(findings: Iterable[Finding]) -> int:
+    """Return 100 minus each finding's penalty, floored at 0."""
+    return max(0, 100 - sum(SCORE_PENALTY[f.level] for f in findings))
+
+
+def check_exit_code(findings: Iterable[Finding]) -> int:
+    """Map findings to a monitoring-plugin exit code.
+
+    A known CRITICAL outranks UNKNOWN (it needs action now); UNKNOWN outranks a WARNING because a
+    check that could not decide may be hiding something worse.
+    """
+    fs = list(findings)
+    if any(f.level is Level.CRITICAL and f.code != UNKNOWN for f in fs):
+        return EXIT_CRITICAL
+    if any(f.code == UNKNOWN for f in fs):
+        return EXIT_UNKNOWN
+    return EXIT_WARNING if fs else EXIT_OK
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of one run of every check."""
+
+    findings: tuple[Finding, ...]
+    checked_at: str
+    mode: str
+
+    @property
+    def score(self) -> int:
+        return health_score(self.findings)
+
+    @property
+    def worst(self) -> Level | None:
+        return max((f.level for f in self.findings), default=None)
+
+    def critical(self) -> list[Finding]:
+        return [f for f in self.findings if f.level is Level.CRITICAL]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at,
+            "mode": self.mode,
+            "score": self.score,
+            "status": self.worst.name if self.worst else "OK",
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+class Outcome(enum.Enum):
+    HEALED = "healed"
+    FAILED = "failed"  # the remedy ran (or tried to) and the finding is still there
+    REFUSED = "refused"  # healing would be unsafe: left to the operator
+    PLANNED = "planned"  # dry run: what would be done
+
+
+@dataclass(frozen=True)
+class HealAction:
+    """What a remedy did (or would do) about one finding."""
+
+    finding: Finding
+    outcome: Outcome
+    detail: str
+    stat: str | None = None  # which counter of the seeds' `stats` this bumps when healed
+    backups: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.finding.code,
+            "subject": self.finding.subject,
+            "outcome": self.outcome.value,
+            "detail": self.detail,
+            "backups": list(self.backups),
+        }

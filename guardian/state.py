@@ -1,0 +1,227 @@
+"""Reading the bot's state files (probing only; judging is in ``checks/``).
+
+The positions file only grows (1M closed positions is ~420 MB of JSON), so it is decoded with
+msgspec into small typed structs: open positions whole, closed positions as just their P&L and
+whether they closed today. ``bench/run --decode`` shows why (time and peak memory against
+``json.loads``).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from guardian.fsutil import NotRegularFile, TooLarge, read_regular
+
+
+class FileState(enum.Enum):
+    OK = "ok"
+    MISSING = "missing"
+    EMPTY = "empty"  # 0 bytes, whitespace or `{}`
+    CORRUPT = "corrupt"  # not valid JSON
+    MALFORMED = "malformed"  # valid JSON, required keys missing or of the wrong type
+    UNREADABLE = "unreadable"  # permission denied, not a regular file, too large
+
+
+class _Today:
+    """A decoded ``closed_at``: one of two shared instances, so 1M closed positions cost no strings."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool | None) -> None:
+        self.value = value
+
+
+_YES, _NO, _UNPARSED = _Today(True), _Today(False), _Today(None)
+
+
+class Closed(msgspec.Struct, gc=False):
+    pnl: Any = None
+    closed_at: _Today | None = None
+
+
+class _PositionsDoc(msgspec.Struct):
+    open_positions: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    closed_positions: list[Closed] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _ClosedIds(msgspec.Struct, gc=False):
+    id: Any = None
+
+
+class _ClosedIdsDoc(msgspec.Struct):
+    closed_positions: list[_ClosedIds] = msgspec.field(default_factory=list)
+
+
+class _OpenOnlyDoc(msgspec.Struct):
+    open_positions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+@dataclass
+class Loaded:
+    """What reading one state file found."""
+
+    path: Path
+    state: FileState
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    missing_keys: tuple[str, ...] = ()
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.state is FileState.OK
+
+
+@dataclass
+class Positions:
+    open: list[dict[str, Any]]
+    closed_count: int
+    today_pnl: float  # realised P&L of positions closed on the current UTC day
+    today_unparsed: int  # closed positions whose closed_at could not be read
+
+
+def _today_hook(today: str) -> Any:
+    def hook(tp: type, obj: Any) -> Any:
+        if tp is not _Today:
+            raise NotImplementedError
+        if isinstance(obj, str):
+            if len(obj) >= 10 and (obj.endswith("Z") or obj.endswith("+00:00") or len(obj) == 10):
+                return _YES if obj.startswith(today) else _NO
+            try:
+                return _YES if datetime.fromisoformat(obj).astimezone(UTC).date().isoformat() == today else _NO
+            except ValueError:
+                return _UNPARSED
+        if isinstance(obj, int | float) and not isinstance(obj, bool):
+            try:
+                return _YES if datetime.fromtimestamp(obj, UTC).date().isoformat() == today else _NO
+            except (OverflowError, OSError, ValueError):
+                return _UNPARSED
+        return _UNPARSED
+
+    return hook
+
+
+def _read(path: Path, max_bytes: int) -> bytes | Loaded:
+    try:
+        return read_regular(path, max_bytes=max_bytes)
+    except FileNotFoundError:
+        return Loaded(path, FileState.MISSING, "does not exist")
+    except (NotRegularFile, TooLarge) as e:
+        return Loaded(path, FileState.UNREADABLE, e.strerror or str(e))
+    except PermissionError:
+        return Loaded(path, FileState.UNREADABLE, "permission denied")
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            return Loaded(path, FileState.MISSING, "its directory does not exist")
+        return Loaded(path, FileState.UNREADABLE, e.strerror or str(e))
+
+
+def _is_empty(raw: bytes) -> bool:
+    stripped = raw.strip()
+    return not stripped or stripped.replace(b" ", b"") == b"{}"
+
+
+def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, Positions | None]:
+    """Read the positions file. ``today`` is the current UTC date, ``YYYY-MM-DD``."""
+    raw = _read(path, max_bytes)
+    if isinstance(raw, Loaded):
+        return raw, None
+    size = len(raw)
+    if _is_empty(raw):
+        return Loaded(path, FileState.EMPTY, "is empty", size=size), None
+    decoder = msgspec.json.Decoder(_PositionsDoc, dec_hook=_today_hook(today))
+    try:
+        doc = decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
+    except msgspec.DecodeError as e:
+        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
+    del raw
+    missing = tuple(
+        k
+        for k, v in (("open_positions", doc.open_positions), ("closed_positions", doc.closed_positions))
+        if v is msgspec.UNSET
+    )
+    if missing:
+        return Loaded(path, FileState.MALFORMED, f"lacks {', '.join(missing)}", missing_keys=missing, size=size), None
+    assert not isinstance(doc.open_positions, msgspec.UnsetType)
+    assert not isinstance(doc.closed_positions, msgspec.UnsetType)
+    today_pnl = 0.0
+    unparsed = 0
+    for c in doc.closed_positions:
+        if c.closed_at is _YES:
+            if isinstance(c.pnl, int | float) and not isinstance(c.pnl, bool):
+                today_pnl += c.pnl
+            else:
+                unparsed += 1
+        elif c.closed_at is _UNPARSED:
+            unparsed += 1
+    positions = Positions(list(doc.open_positions), len(doc.closed_positions), today_pnl, unparsed)
+    return Loaded(path, FileState.OK, size=size), positions
+
+
+def _classify_untyped(path: Path, raw: bytes, required: tuple[str, ...], why: str) -> Loaded:
+    """The typed decode failed validation: say which structure is wrong, without a typed model."""
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw))
+    if not isinstance(obj, dict):
+        return Loaded(path, FileState.MALFORMED, f"holds {type(obj).__name__}, not an object", missing_keys=required)
+    missing = tuple(k for k in required if k not in obj)
+    return Loaded(path, FileState.MALFORMED, f"has the wrong structure ({why})", data=obj, missing_keys=missing)
+
+
+def load_json_object(path: Path, *, required: tuple[str, ...], max_bytes: int) -> Loaded:
+    """Read a small JSON object file (portfolio, heartbeat, emergency stop)."""
+    raw = _read(path, max_bytes)
+    if isinstance(raw, Loaded):
+        return raw
+    if _is_empty(raw):
+        return Loaded(path, FileState.EMPTY, "is empty", size=len(raw))
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw))
+    if not isinstance(obj, dict):
+        return Loaded(path, FileState.MALFORMED, f"holds {type(obj).__name__}, not an object", missing_keys=required)
+    missing = tuple(k for k in required if k not in obj)
+    if missing:
+        return Loaded(path, FileState.MALFORMED, f"lacks {', '.join(missing)}", data=obj, missing_keys=missing)
+    return Loaded(path, FileState.OK, data=obj, size=len(raw))
+
+
+def load_open_positions(path: Path, *, max_bytes: int) -> list[dict[str, Any]] | None:
+    """Only the open positions of a positions file (another slot's), or None if unreadable."""
+    try:
+        raw = read_regular(path, max_bytes=max_bytes)
+        return list(msgspec.json.decode(raw, type=_OpenOnlyDoc).open_positions)
+    except (OSError, msgspec.MsgspecError):
+        return None
+
+
+def load_closed_ids(path: Path, *, max_bytes: int) -> set[str] | None:
+    """The ids of the closed positions, or None if unreadable."""
+    try:
+        raw = read_regular(path, max_bytes=max_bytes)
+        doc = msgspec.json.decode(raw, type=_ClosedIdsDoc)
+    except (OSError, msgspec.MsgspecError):
+        return None
+    return {str(c.id) for c in doc.closed_positions if c.id is not None}
+
+
+def decode_any(raw: bytes) -> Any:
+    """Untyped decode (for salvage and backups). Raise msgspec.DecodeError."""
+    return msgspec.json.decode(raw)
+
+
+def encode(obj: Any) -> bytes:
+    """The bytes guardian writes for a JSON state file: indented like the bot's own saves."""
+    return msgspec.json.format(msgspec.json.encode(obj), indent=2) + b"\n"
