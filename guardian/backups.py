@@ -6,6 +6,7 @@ A backup's name says what, when and why: ``<path with / as __>.<UTC time>.<reaso
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -101,7 +102,7 @@ class BackupStore:
                 out.append(Backup(name, m["orig"].replace("__", "/"), m["reason"], m["ts"], e.stat().st_size))
         return sorted(out, key=lambda b: (b.ts, b.id))
 
-    def newest_for(self, original: Path) -> list[Path]:
+    def newest_for(self, original: Path) -> builtins.list[Path]:
         """Backups that may hold ``original``'s content (guardian's or the bot's own), newest first."""
         rel = str(original.relative_to(self.root)) if original.is_relative_to(self.root) else original.name
         prefixes = (rel.replace("/", "__"), original.stem)

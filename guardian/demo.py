@@ -138,16 +138,27 @@ def build_bot_tree(
     if deployed is not None:
         (home / "DEPLOYED_SLOT").write_text(f"{deployed}\n", encoding="utf-8")
     tree = BotTree(
-        home=home, slots_dir=slots_dir, current_link=link, current_slot=slots_dir / current, data=link,
+        home=home,
+        slots_dir=slots_dir,
+        current_link=link,
+        current_slot=slots_dir / current,
+        data=link,
     )
 
     for rel in (*REQUIRED_DIRS, "logs", "state/wal"):
         (tree.data / rel).mkdir(parents=True, exist_ok=True)
     opens = [default_open_position(now)] if open_positions is None else [dict(p) for p in open_positions]
     written = [_write_positions(tree.positions, opens, closed, now)]
-    written.append(_write_json(tree.portfolio, {
-        "balance": balance, "open_positions_count": len(opens), "updated_at": iso_z(now),
-    }))
+    written.append(
+        _write_json(
+            tree.portfolio,
+            {
+                "balance": balance,
+                "open_positions_count": len(opens),
+                "updated_at": iso_z(now),
+            },
+        )
+    )
     for component in heartbeat_components:
         beat = {"component": component, "pid": DEAD_PID, "ts": iso_z(now)}
         written.append(_write_json(tree.heartbeats / f"{component}.json", beat))
@@ -161,7 +172,11 @@ def build_bot_tree(
 
 
 def write_config(
-    tree: BotTree, path: Path, *, mode: str = "paper", extra: Mapping[str, Any] | None = None,
+    tree: BotTree,
+    path: Path,
+    *,
+    mode: str = "paper",
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a guardian config naming the tree's home and `mode`, deep-merged with `extra`.
 
@@ -203,8 +218,12 @@ def _write_json(path: Path, value: object) -> Path:
 def _write_wal(path: Path, position: Mapping[str, Any], now: datetime) -> Path:
     # The bot appends a pending line, then the same id completed: a finished POSITION_OPEN.
     entry: dict[str, Any] = {
-        "id": "wal-000001", "op": "POSITION_OPEN", "status": "pending",
-        "ts": iso_z(now - timedelta(hours=1)), "data": dict(position), "rollback_data": {"balance_delta": 0},
+        "id": "wal-000001",
+        "op": "POSITION_OPEN",
+        "status": "pending",
+        "ts": iso_z(now - timedelta(hours=1)),
+        "data": dict(position),
+        "rollback_data": {"balance_delta": 0},
     }
     done = {**entry, "status": "completed", "ts": iso_z(now - timedelta(minutes=59))}
     path.write_text(json.dumps(entry) + "\n" + json.dumps(done) + "\n", encoding="utf-8")
@@ -261,13 +280,27 @@ def _closed_chunks(count: int, now: datetime) -> Iterator[str]:
             pnl = (exit_price - entry) * qty * sign - fees
             closed_at = first_close + int((i + uniform()) * step)
             opened_at = closed_at - 300 - int(uniform() * 21_600)
-            rows.append(_CLOSED_ROW % (
-                i + 1, symbol, "LONG" if sign > 0 else "SHORT", entry, size,
-                entry * (1.0 - 0.02 * sign), entry * (1.0 + 0.03 * sign), iso(opened_at),
-                size, exit_price, iso(closed_at), pnl, fees,
-                _STRATEGIES[i % 3], "take_profit" if pnl > 0 else "stop_loss" if move < -0.008
-                else "signal_exit", _NOTES[i % 3],
-            ))
+            rows.append(
+                _CLOSED_ROW
+                % (
+                    i + 1,
+                    symbol,
+                    "LONG" if sign > 0 else "SHORT",
+                    entry,
+                    size,
+                    entry * (1.0 - 0.02 * sign),
+                    entry * (1.0 + 0.03 * sign),
+                    iso(opened_at),
+                    size,
+                    exit_price,
+                    iso(closed_at),
+                    pnl,
+                    fees,
+                    _STRATEGIES[i % 3],
+                    "take_profit" if pnl > 0 else "stop_loss" if move < -0.008 else "signal_exit",
+                    _NOTES[i % 3],
+                )
+            )
         yield ",\n".join(rows)
 
 

@@ -44,9 +44,8 @@ def decide(result: HealResult, *, mode: str, min_score: int) -> Decision:
     tail = f"score {score}/100" + (f", healed {healed}" if healed else "")
     reasons = tuple(f"{f.code} {f.subject}" for f in crit)
     if mode == "paper":
-        what = (
-            f"{len(after.findings)} finding(s) reported, worst {after.worst.name}" if after.findings else "state sound"
-        )
+        worst = after.worst
+        what = f"{len(after.findings)} finding(s) reported, worst {worst.name}" if worst else "state sound"
         return Decision(True, f"guardian gate: ALLOWED (paper mode always starts): {what}; {tail}", reasons, result)
     if crit:
         shown = "; ".join(reasons[:3]) + (f"; +{len(reasons) - 3} more" if len(reasons) > 3 else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -38,7 +39,7 @@ def _slot_of(path: Path, slots: Path) -> str | None:
 
 def _is_guardian(cmdline: list[str]) -> bool:
     names = [os.path.basename(a) for a in cmdline[:3]]
-    return "guardian" in names or any(a == "-m" and b == "guardian" for a, b in zip(cmdline, cmdline[1:], strict=False))
+    return "guardian" in names or any(pair == ("-m", "guardian") for pair in itertools.pairwise(cmdline))
 
 
 def _in_unit(pid: int, unit: str) -> bool | None:

@@ -20,8 +20,8 @@ def normalize(name: str) -> str:
 def parse_lock(text: str) -> dict[str, str]:
     """``name==version`` pins; comments, options, extras and environment markers are ignored."""
     pins: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line or line.startswith("-") or "==" not in line:
             continue
         name, version = line.split("==", 1)

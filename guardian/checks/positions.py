@@ -19,7 +19,7 @@ def _crit(code: str, subject: str, message: str, **context: Any) -> Finding:
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    loaded, positions = ctx.positions
+    _, positions = ctx.positions
     if positions is None:
         return
     open_ = positions.open

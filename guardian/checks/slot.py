@@ -131,7 +131,7 @@ def check_previous_slot_state(ctx: Context) -> Iterator[Finding]:
     if not ctx.data_in_slot:
         return  # a shared data root: both slots see the same file
     prev = previous_slot(ctx)
-    loaded, current = ctx.positions
+    _, current = ctx.positions
     if prev is None or current is None:
         return
     theirs = load_open_positions(prev / ctx.cfg.files.positions, max_bytes=ctx.max_bytes)

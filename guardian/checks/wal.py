@@ -42,7 +42,7 @@ def check(ctx: Context) -> Iterator[Finding]:
         if not line.strip():
             continue
         try:
-            e = decoder.decode(line)
+            entry = decoder.decode(line)
         except msgspec.MsgspecError:
             if n == len(lines):  # no newline after it: the bot died while appending this entry
                 yield Finding(
@@ -55,19 +55,19 @@ def check(ctx: Context) -> Iterator[Finding]:
             else:
                 yield unknown(f"wal:line{n}", f"WAL line {n} is not a JSON object; the operation it held is unknown")
             continue
-        if e.id is None:
+        if entry.id is None:
             yield unknown(f"wal:line{n}", f"WAL line {n} has no id; the operation it held is unknown")
             continue
-        last[str(e.id)] = e
-    for op_id, e in last.items():
-        if e.status in FINISHED:
+        last[str(entry.id)] = entry
+    for op_id, entry in last.items():
+        if entry.status in FINISHED:
             continue
-        state = e.status if e.status in UNFINISHED else f"unknown status {e.status!r}"
+        state = entry.status if entry.status in UNFINISHED else f"unknown status {entry.status!r}"
         yield Finding(
             "WAL_INCOMPLETE",
             Level.CRITICAL,
             f"wal:{op_id}",
-            f"operation {op_id} ({e.op}) was left {state}: the bot crashed mid-trade",
+            f"operation {op_id} ({entry.op}) was left {state}: the bot crashed mid-trade",
             action="check the exchange for this operation, finish or roll it back, and mark it in the WAL",
-            context={"op": e.op, "status": e.status, "ts": e.ts},
+            context={"op": entry.op, "status": entry.status, "ts": entry.ts},
         )

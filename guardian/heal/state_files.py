@@ -50,7 +50,7 @@ def _decode(raw: bytes | None) -> Any:
 def salvage_array(raw: bytes, key: str) -> tuple[list[Any], bool]:
     """The elements of ``"key": [...]`` that parse from a corrupt file, and whether the array closed."""
     text = raw.decode("utf-8", "replace")
-    m = re.search(r'"%s"\s*:\s*\[' % re.escape(key), text)
+    m = re.search(rf'"{re.escape(key)}"\s*:\s*\[', text)
     if not m:
         return [], False
     dec = json.JSONDecoder()
@@ -72,7 +72,7 @@ def salvage_array(raw: bytes, key: str) -> tuple[list[Any], bool]:
 
 def _newest_good_positions(h: HealContext) -> tuple[Path, list[dict[str, Any]]] | None:
     for p in h.store.newest_for(h.ctx.positions_path):
-        loaded, pos = load_positions(p, today=h.ctx.today, max_bytes=h.ctx.max_bytes)
+        _, pos = load_positions(p, today=h.ctx.today, max_bytes=h.ctx.max_bytes)
         if pos is not None:
             return p, [x for x in pos.open if isinstance(x, dict)]
     return None

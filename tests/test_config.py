@@ -1,0 +1,151 @@
+"""The config: minimal configs work, the example is complete, and a bad config is reported whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+import guardian.config as config_module
+from guardian.config import EX_CONFIG, Config, ConfigError, load, parse
+from tests.conftest import Result
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "guardian.yaml"
+
+
+def _keys(cls: type, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        tp = cls.__annotations__.get(f.name, "")
+        sub = {
+            "BotConfig",
+            "FilesConfig",
+            "Thresholds",
+            "Limits",
+            "SlotsConfig",
+            "TradeStoreConfig",
+            "HealConfig",
+            "AlertsConfig",
+            "GuardianConfig",
+        }
+        if isinstance(tp, str) and tp in sub:
+            out |= _keys(getattr(config_module, tp), path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def _flatten(d: dict[str, object], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def test_a_config_with_only_home_and_mode_gets_the_layout_defaults(tmp_path: Path) -> None:
+    cfg = parse(f"bot: {{home: {tmp_path}, mode: real}}")
+    assert cfg.bot.mode == "real"
+    assert cfg.files.positions == "logs/positions_futures.json"
+    assert cfg.thresholds.lock_stale == 300
+    assert cfg.thresholds.heartbeat_stale == 600
+    assert cfg.thresholds.min_health_score == 50
+    assert (cfg.limits.max_position_pct, cfg.limits.max_daily_loss_pct, cfg.limits.max_open_positions) == (5, 2, 3)
+
+
+def test_the_documented_example_loads_and_names_every_key() -> None:
+    cfg = load(EXAMPLE)
+    assert isinstance(cfg, Config)
+    documented = _flatten(yaml.safe_load(EXAMPLE.read_text()))
+    assert documented == _keys(Config)
+
+
+def test_every_default_can_be_overridden(tmp_path: Path) -> None:
+    cfg = parse(
+        f"bot: {{home: {tmp_path}, mode: paper, data: /srv/shared}}\n"
+        "thresholds: {lock_stale: 2m, heartbeat_stale: 90s, min_health_score: 70}\n"
+        "limits: {max_position_pct: 2.5, max_open_positions: 1}\n"
+        "files: {positions: state/pos.json}\n"
+    )
+    assert cfg.bot.data == Path("/srv/shared")
+    assert (cfg.thresholds.lock_stale, cfg.thresholds.heartbeat_stale, cfg.thresholds.min_health_score) == (120, 90, 70)
+    assert (cfg.limits.max_position_pct, cfg.limits.max_open_positions) == (2.5, 1)
+    assert cfg.files.positions == "state/pos.json"
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:
+    text = (
+        "bot: {home: /x, mode: live, slots_dri: s}\n"
+        "thresholds: {lock_stale: soon, min_health_score: 150}\n"
+        "limits: {max_open_positions: three}\n"
+        "alertz: {}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    problems = e.value.problems
+    assert "bot.mode: must be 'paper' or 'real', got 'live'" in problems
+    assert any(p.startswith("bot.slots_dri: unknown key; did you mean 'slots_dir'?") for p in problems)
+    assert any(p.startswith("alertz: unknown key; did you mean 'alerts'?") for p in problems)
+    assert any(p.startswith("thresholds.lock_stale: must be a duration") for p in problems)
+    assert any(p.startswith("limits.max_open_positions: must be an integer") for p in problems)
+    assert len(problems) == 5  # the score's range is checked once the types are right
+
+
+def test_missing_required_keys_are_named() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("bot: {}\n")
+    assert e.value.problems == ["bot.home: is required", "bot.mode: is required"]
+
+
+def test_a_yaml_syntax_error_gives_line_and_column() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("bot:\n  home: /x\n  mode: [paper\n")
+    assert len(e.value.problems) == 1
+    assert e.value.problems[0].startswith("YAML syntax error at line 4, column 1")
+
+
+def test_yaml_tags_that_construct_objects_are_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("bot: !!python/object/apply:os.system [echo hi]\n")
+    assert "YAML" in e.value.problems[0]
+
+
+def test_validate_config_exits_78_without_a_traceback(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bot: {home: /x, mode: live}\n")
+    r = cli(bad, "validate-config")
+    assert r.code == EX_CONFIG
+    assert "bot.mode: must be 'paper' or 'real', got 'live'" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_validate_config_accepts_the_example(cli: Callable[..., Result]) -> None:
+    r = cli(EXAMPLE, "validate-config")
+    assert r.code == 0
+    assert "valid" in r.out
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    r = cli(tmp_path / "nope.yaml", "check")
+    assert r.code == EX_CONFIG
+    assert "file not found" in r.err
+
+
+def test_the_config_comes_from_the_environment_when_no_flag_is_given(tmp_path: Path) -> None:
+    bad = tmp_path / "env.yaml"
+    bad.write_text("bot: {home: /x, mode: nope}\n")
+    env = {"GUARDIAN_CONFIG": str(bad), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run(
+        [sys.executable, "-m", "guardian", "validate-config"], env=env, capture_output=True, text=True, check=False
+    )
+    assert p.returncode == EX_CONFIG
+    assert str(bad) in p.stderr
+    assert "Traceback" not in p.stderr
