@@ -65,7 +65,7 @@ class FilesConfig:
         "logs/backups",
     )
     # Names a failed atomic save leaves behind (tempfile's and the common `<file>.tmp` forms).
-    temp_patterns: tuple[str, ...] = ("*.tmp", "*.tmp.*", ".*.tmp", "tmp*.json", ".*.json.*")
+    temp_patterns: tuple[str, ...] = ("*.tmp", "*.tmp.*", ".*.tmp", "tmp*.json", "tmp????????")
     max_state_mb: int = 4096  # a state file larger than this is not read (UNKNOWN): it would exhaust memory
 
 

@@ -127,7 +127,8 @@ def heal(
             actions.append(failed(f, f"the bot holds {e.filename}: not written"))
         except OSError as e:
             actions.append(failed(f, f"{type(e).__name__}: {e}"))
-    if dry_run:
+    if dry_run or not any(a.outcome is Outcome.HEALED for a in actions):
+        # Nothing was changed: the first look stands (and a healthy gate reads the state once).
         after = Report(before.findings + tuple(h.extra_findings), before.checked_at, before.mode)
         return HealResult(before, after, tuple(actions), dry_run)
     # Verify: a fresh look at the tree (same clock reading), and a remedy whose finding is still

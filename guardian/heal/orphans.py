@@ -3,6 +3,7 @@ mode it is only reported: killing a process that may be mid-trade is the operato
 
 from __future__ import annotations
 
+from guardian.context import Context
 from guardian.heal.base import HealContext, failed, planned, refused
 from guardian.model import Finding, HealAction, Outcome
 
@@ -16,7 +17,7 @@ def heal_orphan(h: HealContext, f: Finding) -> HealAction:
     if h.dry_run:
         return planned(f, f"terminate orphan bot process {pid}")
     # Re-identify it now: the pid must still be a bot process outside the unit, not a recycled pid.
-    still = next((p for p in h.ctx.__class__(h.ctx.cfg, now=h.ctx.now).bot_processes if p.pid == pid), None)
+    still = next((p for p in Context(h.ctx.cfg, now=h.ctx.now).bot_processes if p.pid == pid), None)
     if still is None:
         return HealAction(f, Outcome.HEALED, f"orphan pid {pid} already gone", stat=None)
     if still.in_unit:
