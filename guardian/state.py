@@ -47,7 +47,7 @@ class Closed(msgspec.Struct, gc=False):
 
 
 class _PositionsDoc(msgspec.Struct):
-    open_positions: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    open_positions: list[Any] | msgspec.UnsetType = msgspec.UNSET  # a non-object entry is POSITION_INVALID
     closed_positions: list[Closed] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -60,7 +60,7 @@ class _ClosedIdsDoc(msgspec.Struct):
 
 
 class _OpenOnlyDoc(msgspec.Struct):
-    open_positions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    open_positions: list[Any] = msgspec.field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +124,8 @@ def _read(path: Path, max_bytes: int) -> bytes | Loaded:
 
 
 def _is_empty(raw: bytes) -> bool:
+    if len(raw) > 64:  # never copy a large buffer just to learn it is not empty
+        return False
     stripped = raw.strip()
     return not stripped or stripped.replace(b" ", b"") == b"{}"
 
