@@ -95,7 +95,10 @@ def _today_hook(today: str) -> Any:
             if len(obj) >= 10 and (obj.endswith("Z") or obj.endswith("+00:00") or len(obj) == 10):
                 return _YES if obj.startswith(today) else _NO
             try:
-                return _YES if datetime.fromisoformat(obj).astimezone(UTC).date().isoformat() == today else _NO
+                moment = datetime.fromisoformat(obj)
+                if moment.tzinfo is None:  # the layout's times are UTC: never read one as local time
+                    moment = moment.replace(tzinfo=UTC)
+                return _YES if moment.astimezone(UTC).date().isoformat() == today else _NO
             except ValueError:
                 return _UNPARSED
         if isinstance(obj, int | float) and not isinstance(obj, bool):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from guardian.checks.base import unknown
@@ -21,7 +21,8 @@ def heartbeat_time(path: Path, data: dict[str, object], mtime: float) -> float:
         return float(ts)
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # no zone: UTC
         except ValueError:
             pass
     return mtime

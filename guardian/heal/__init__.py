@@ -6,6 +6,7 @@ in REMEDIES (the order is the order remedies run in). Dangerous findings have no
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,25 +18,20 @@ from guardian.config import Config
 from guardian.context import Context
 from guardian.fsutil import LockBusy
 from guardian.heal.base import HealContext, Remedy, failed, refused
-from guardian.heal.directories import heal_directory
-from guardian.heal.heartbeats import heal_heartbeat
-from guardian.heal.locks import heal_lock
-from guardian.heal.orphans import heal_orphan
-from guardian.heal.state_files import heal_state_file
-from guardian.heal.temp_files import heal_temp_file
 from guardian.model import Finding, HealAction, Outcome, Report
 
-# Orphans first (an orphan bot may be writing the files), then the tree's shape, then its files.
-REMEDIES: dict[str, Remedy] = {
-    "ORPHAN_PROCESS": heal_orphan,
-    "DIRECTORY_MISSING": heal_directory,
-    "TEMP_FILE_LEFTOVER": heal_temp_file,
-    "LOCK_STALE": heal_lock,
-    "STATE_FILE_MISSING": heal_state_file,
-    "STATE_FILE_EMPTY": heal_state_file,
-    "STATE_FILE_MALFORMED": heal_state_file,
-    "STATE_FILE_CORRUPT": heal_state_file,
-    "HEARTBEAT_STALE": heal_heartbeat,
+# code -> "module:function". Orphans first (an orphan bot may be writing the files), then the tree's
+# shape, then its files. Remedies are imported when a finding needs one, so a healthy gate loads none.
+REMEDIES: dict[str, str] = {
+    "ORPHAN_PROCESS": "guardian.heal.orphans:heal_orphan",
+    "DIRECTORY_MISSING": "guardian.heal.directories:heal_directory",
+    "TEMP_FILE_LEFTOVER": "guardian.heal.temp_files:heal_temp_file",
+    "LOCK_STALE": "guardian.heal.locks:heal_lock",
+    "STATE_FILE_MISSING": "guardian.heal.state_files:heal_state_file",
+    "STATE_FILE_EMPTY": "guardian.heal.state_files:heal_state_file",
+    "STATE_FILE_MALFORMED": "guardian.heal.state_files:heal_state_file",
+    "STATE_FILE_CORRUPT": "guardian.heal.state_files:heal_state_file",
+    "HEARTBEAT_STALE": "guardian.heal.heartbeats:heal_heartbeat",
 }
 _ORDER = {code: i for i, code in enumerate(REMEDIES)}
 STATS = (
@@ -96,6 +92,12 @@ class HealResult:
         }
 
 
+def remedy_for(code: str) -> Remedy:
+    module, func = REMEDIES[code].split(":")
+    remedy: Remedy = getattr(importlib.import_module(module), func)
+    return remedy
+
+
 def _slot_guard(ctx: Context, report: Report) -> str | None:
     """Why nothing may be healed inside the data root, if the slot holding it is not the deployed one."""
     if not ctx.data_in_slot:
@@ -113,7 +115,15 @@ def heal(
     h = HealContext(ctx, BackupStore(ctx.data, ctx.backups_dir), dry_run)
     guard = _slot_guard(ctx, before)
     actions: list[HealAction] = []
-    todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=lambda f: _ORDER[f.code])
+    positions = ctx.rel(ctx.positions_path)
+
+    def rank(f: Finding) -> tuple[int, bool]:
+        # The portfolio's repair reads the positions file: heal that one first, whatever ails each.
+        if f.code.startswith("STATE_FILE_"):
+            return (_ORDER["STATE_FILE_MISSING"], f.subject != positions)
+        return (_ORDER[f.code], False)
+
+    todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=rank)
     for f in todo:
         if guard and f.code != "ORPHAN_PROCESS":
             actions.append(refused(f, guard))
@@ -122,7 +132,7 @@ def heal(
             actions.append(refused(f, "self-heal is disabled (heal.enabled: false)"))
             continue
         try:
-            actions.append(REMEDIES[f.code](h, f))
+            actions.append(remedy_for(f.code)(h, f))
         except LockBusy as e:
             actions.append(failed(f, f"the bot holds {e.filename}: not written"))
         except OSError as e:

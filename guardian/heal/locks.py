@@ -23,7 +23,10 @@ def heal_lock(h: HealContext, f: Finding) -> HealAction:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return failed(f, f"{f.subject} is held by a live process now: not removed")
-        lock = probe(h.ctx, path, read_lock_holders())
+        # Our own flock shows in /proc/locks too: only another process's hold makes it live.
+        me = os.getpid()
+        others = {k: [p for p in pids if p != me] for k, pids in read_lock_holders().items()}
+        lock = probe(h.ctx, path, others)
         if lock is None or not is_stale(h.ctx, lock):
             return failed(f, f"{f.subject} is no longer stale: not removed")
         b = h.store.keep(path, "stale-lock", now=h.ctx.now)

@@ -72,9 +72,14 @@ def salvage_array(raw: bytes, key: str) -> tuple[list[Any], bool]:
 
 def _newest_good_positions(h: HealContext) -> tuple[Path, list[dict[str, Any]]] | None:
     for p in h.store.newest_for(h.ctx.positions_path):
-        _, pos = load_positions(p, today=h.ctx.today, max_bytes=h.ctx.max_bytes)
+        loaded, pos = load_positions(p, today=h.ctx.today, max_bytes=h.ctx.max_bytes)
         if pos is not None:
             return p, [x for x in pos.open if isinstance(x, dict)]
+        if loaded.state is FileState.CORRUPT:  # e.g. the original a salvage kept: its open positions count
+            raw = _read_raw(p)
+            opens, whole = salvage_array(raw, "open_positions") if raw is not None else ([], False)
+            if whole:
+                return p, [x for x in opens if isinstance(x, dict)]
     return None
 
 
