@@ -22,6 +22,7 @@ import msgspec
 from gate import MB, Sample, run_child
 
 from guardian.demo import build_bot_tree
+from guardian.state import load_positions
 
 
 # gc=False: positions hold no cycles, and untracked structs spare the collector a million objects.
@@ -72,12 +73,21 @@ METHODS: dict[str, tuple[str, Callable[[bytes], object]]] = {
     "msgspec": ("msgspec.json.decode, untyped", msgspec.json.decode),
     "typed": ("msgspec, typed Struct, all positions", msgspec.json.Decoder(Positions).decode),
     "open": ("msgspec, typed open + Raw closed", msgspec.json.Decoder(OpenOnly).decode),
+    "guardian": ("guardian.state.load_positions: typed open + closed as (pnl, closed today?)", lambda raw: raw),
 }
 
 
 def child(method: str, path: Path) -> int:
     decode = METHODS[method][1]
     start = time.perf_counter()
+    if method == "guardian":  # what the gate runs: it reads the file itself
+        _, positions = load_positions(path, today="2026-11-21", max_bytes=1 << 40)
+        assert positions is not None
+        elapsed = time.perf_counter() - start
+        print(
+            f"{elapsed:.6f} {len(positions.open)} open, {positions.closed_count} closed, day P&L {positions.today_pnl}"
+        )
+        return 0
     value = decode(path.read_bytes())
     elapsed = time.perf_counter() - start
     print(f"{elapsed:.6f} {_count(value)}")
@@ -86,7 +96,8 @@ def child(method: str, path: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--closed", type=int, default=1_000_000, help="closed positions, default %(default)s")
     parser.add_argument("--runs", type=int, default=3)

@@ -54,8 +54,11 @@ def run_child(cmd: Sequence[str], scratch: Path) -> Sample:
         out.seek(0)
         err.seek(0)
         return Sample(
-            seconds, usage.ru_maxrss * 1024, proc.returncode,
-            out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+            seconds,
+            usage.ru_maxrss * 1024,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
         )
 
 
@@ -131,8 +134,7 @@ def measure(n: int, runs: int, template: Sequence[str], work: Path) -> Row:
 
 def table(rows: Sequence[Row]) -> str:
     lines = [
-        "| N | positions MB | gate median ms | gate min ms | bare median ms | ratio "
-        "| peak RSS MB | RSS / file |",
+        "| N | positions MB | gate median ms | gate min ms | bare median ms | ratio | peak RSS MB | RSS / file |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -166,15 +168,18 @@ def targets(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+        "--sizes",
+        default=",".join(map(str, DEFAULT_SIZES)),
         help="closed positions per tree, comma-separated (default: %(default)s)",
     )
     parser.add_argument("--runs", type=int, help="timed runs per size (default: 7, or 3 at 1M and above)")
     parser.add_argument(
-        "--cmd", help="gate command in place of `guardian --config {config} gate`; "
+        "--cmd",
+        help="gate command in place of `guardian --config {config} gate`; "
         "{config}, {home} and {positions} are filled in",
     )
     args = parser.parse_args(argv)
