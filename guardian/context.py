@@ -58,6 +58,8 @@ class Context:
 
     def rel(self, path: Path) -> str:
         """A path as an operator reads it: relative to the data root or the home when inside them."""
+        if path == self.data:
+            return "data root"
         for root in (self.data, self.home):
             try:
                 return str(path.relative_to(root))
@@ -113,6 +115,10 @@ class Context:
         from guardian.probes import find_bot_processes
 
         return find_bot_processes(self)
+
+    def forget_processes(self) -> None:
+        """Drop the cached process list (after a remedy ended a process)."""
+        self.__dict__.pop("bot_processes", None)
 
     @functools.cached_property
     def lock_holders(self) -> dict[tuple[int, int], list[int]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 import errno
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,13 +143,18 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
     size = len(raw)
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
-    decoder = msgspec.json.Decoder(_PositionsDoc, dec_hook=_today_hook(today))
+    hook = _today_hook(today)
     try:
-        doc = decoder.decode(raw)
+        doc = msgspec.json.Decoder(_PositionsDoc, dec_hook=hook).decode(raw)
     except msgspec.ValidationError as e:
         return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
     except msgspec.DecodeError as e:
-        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
+        try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
+            doc = msgspec.convert(decode_any(raw), _PositionsDoc, dec_hook=hook)
+        except msgspec.ValidationError as e2:
+            return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e2)), None
+        except msgspec.DecodeError:
+            return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
     del raw
     missing = tuple(
         k
@@ -175,7 +182,7 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
 def _classify_untyped(path: Path, raw: bytes, required: tuple[str, ...], why: str) -> Loaded:
     """The typed decode failed validation: say which structure is wrong, without a typed model."""
     try:
-        obj = msgspec.json.decode(raw)
+        obj = decode_any(raw)
     except msgspec.DecodeError as e:
         return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw))
     if not isinstance(obj, dict):
@@ -192,7 +199,7 @@ def load_json_object(path: Path, *, required: tuple[str, ...], max_bytes: int) -
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=len(raw))
     try:
-        obj = msgspec.json.decode(raw)
+        obj = decode_any(raw)
     except msgspec.DecodeError as e:
         return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw))
     if not isinstance(obj, dict):
@@ -222,9 +229,24 @@ def load_closed_ids(path: Path, *, max_bytes: int) -> set[str] | None:
     return {str(c.id) for c in doc.closed_positions if c.id is not None}
 
 
+# Python's json module writes these for non-finite floats; strict JSON (and msgspec) has no such tokens.
+_NON_FINITE = re.compile(rb"(?:-?Infinity|NaN)")
+
+
 def decode_any(raw: bytes) -> Any:
-    """Untyped decode (for salvage and backups). Raise msgspec.DecodeError."""
-    return msgspec.json.decode(raw)
+    """Untyped decode of strict JSON, or of the dialect Python's ``json.dump`` writes (NaN, Infinity),
+    so that a non-finite number is judged where it stands instead of condemning its whole file.
+    Raise msgspec.DecodeError when neither parses."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        if not _NON_FINITE.search(raw):
+            raise
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+        raise
 
 
 def encode(obj: Any) -> bytes:

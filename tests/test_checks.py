@@ -23,6 +23,7 @@ from guardian.checks import run_checks
 from guardian.config import load
 from guardian.context import Context
 from guardian.demo import DEAD_PID, BotTree, build_bot_tree, default_open_position, iso_z
+from guardian.heal import heal
 from guardian.model import Level, Report
 from tests.conftest import NOW, Result, read_json, write_json
 
@@ -386,7 +387,7 @@ def test_a_logs_directory_the_bots_user_cannot_write_is_state_not_writable(bot: 
 
 def test_less_free_disk_than_the_threshold_is_disk_low(bot: BotTree, check: Check) -> None:
     report = check(bot, extra={"thresholds": {"disk_min_free_mb": 10**9}})
-    assert seen(report) == {("DISK_LOW", Level.HIGH, ".")}  # the data root itself
+    assert seen(report) == {("DISK_LOW", Level.HIGH, "data root")}
 
 
 # --- the open positions ---------------------------------------------------------------------------
@@ -439,16 +440,26 @@ def test_an_open_position_with_an_impossible_field_is_invalid(build: Build, chec
     assert report.findings[0].context == {"fields": key}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guardian decodes strict JSON: a NaN that Python's json.dump writes (and json.load reads back) makes "
-    "the whole positions file STATE_FILE_CORRUPT (HIGH, auto-healed by rewriting it with NaN turned to null) "
-    "instead of one POSITION_INVALID",
-)
 def test_a_nan_size_written_by_a_python_bot_is_an_invalid_position(build: Build, check: Check) -> None:
     t = build(open_positions=[position(POS_ID, size=float("nan"))], with_wal=False)
     assert "NaN" in t.positions.read_text()
     assert seen(check(t)) == {("POSITION_INVALID", Level.CRITICAL, f"position:{POS_ID}")}
+
+
+def test_a_nan_is_never_healed_by_rewriting_the_positions_file(build: Build, make_config: Callable[..., Path]) -> None:
+    # Read as corrupt, the file would be "salvaged" with NaN turned into null: a dangerous finding hidden.
+    t = build(open_positions=[position(POS_ID, size=float("nan"))], with_wal=False)
+    before = t.positions.read_bytes()
+    result = heal(load(make_config(t)), now=NOW)
+    assert t.positions.read_bytes() == before
+    assert ("POSITION_INVALID", f"position:{POS_ID}") in {f.key for f in result.after.critical()}
+
+
+def test_a_nan_in_a_wal_entry_does_not_hide_its_status(build: Build, check: Check) -> None:
+    t = build()
+    with t.wal.open("a") as f:
+        f.write('{"id": "op-nan", "op": "BALANCE_ADD", "status": "pending", "data": {"amount": NaN}}\n')
+    assert seen(check(t)) == {("WAL_INCOMPLETE", Level.CRITICAL, "wal:op-nan")}
 
 
 def test_an_open_position_that_is_not_an_object_is_invalid_and_hides_nothing_else(build: Build, check: Check) -> None:

@@ -15,6 +15,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     if rel is None:
         return
     import sqlite3  # only where a store is configured: keeps the gate's imports to what it uses
+
     db = ctx.data / rel
     subject = ctx.rel(db)
     try:

@@ -11,6 +11,7 @@ from guardian.checks.base import unknown
 from guardian.context import Context
 from guardian.fsutil import NotRegularFile, TooLarge, read_regular
 from guardian.model import Finding, Level
+from guardian.state import decode_any
 
 UNFINISHED = {"pending", "in_progress", "failed"}
 FINISHED = {"completed", "rolled_back"}
@@ -21,6 +22,13 @@ class _Entry(msgspec.Struct):
     status: Any = None
     op: Any = None
     ts: Any = None
+
+
+def _decode_entry(decoder: msgspec.json.Decoder[_Entry], line: bytes) -> _Entry:
+    try:
+        return decoder.decode(line)
+    except msgspec.DecodeError:  # perhaps a NaN in its data, as Python's json writes it
+        return msgspec.convert(decode_any(line), _Entry)
 
 
 def check(ctx: Context) -> Iterator[Finding]:
@@ -42,7 +50,7 @@ def check(ctx: Context) -> Iterator[Finding]:
         if not line.strip():
             continue
         try:
-            entry = decoder.decode(line)
+            entry = _decode_entry(decoder, line)
         except msgspec.MsgspecError:
             if n == len(lines):  # no newline after it: the bot died while appending this entry
                 yield Finding(

@@ -34,4 +34,5 @@ def heal_orphan(h: HealContext, f: Finding) -> HealAction:
         pass
     except (psutil.AccessDenied, psutil.TimeoutExpired) as e:
         return failed(f, f"could not end orphan pid {pid}: {e}")
+    h.ctx.forget_processes()  # a heartbeat reset after this must see the bot gone
     return HealAction(f, Outcome.HEALED, f"terminated orphan bot process {pid}", stat="orphans_killed")

@@ -21,7 +21,7 @@ from guardian.checks.base import position_key
 from guardian.fsutil import atomic_write, bot_lock, read_regular
 from guardian.heal.base import HealContext, planned, refused
 from guardian.model import Finding, HealAction, Level, Outcome
-from guardian.state import FileState, Loaded, encode, load_json_object, load_positions
+from guardian.state import FileState, Loaded, decode_any, encode, load_json_object, load_positions
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _decode(raw: bytes | None) -> Any:
     if raw is None:
         return None
     try:
-        return msgspec.json.decode(raw)
+        return decode_any(raw)
     except msgspec.DecodeError:
         return None
 
