@@ -21,6 +21,18 @@ def unknown(subject: str, message: str, level: Level = Level.CRITICAL, **context
     )
 
 
+def ago(seconds: float) -> str:
+    """A duration as an operator reads it: 45s, 12 min, 3.5 h, 40 d."""
+    s = abs(seconds)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.0f} d"
+
+
 def positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from guardian.checks.base import unknown
+from guardian.checks.base import ago, unknown
 from guardian.context import Context
 from guardian.model import Finding, Level
 from guardian.state import FileState, load_json_object
@@ -57,7 +57,7 @@ def check(ctx: Context) -> Iterator[Finding]:
                 "HEARTBEAT_STALE",
                 Level.HIGH,
                 subject,
-                f"{path.stem} last beat {age / 60:.1f} min ago (threshold {th.heartbeat_stale / 60:g} min)",
+                f"{path.stem} last beat {ago(age)} ago (threshold {ago(th.heartbeat_stale)})",
                 recoverable=True,
                 context=ctx_,
             )

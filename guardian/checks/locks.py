@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from guardian.checks.base import ago
 from guardian.context import Context
 from guardian.model import Finding, Level
 from guardian.probes import pid_alive, read_lock_holders, soft_lock_owner
@@ -81,7 +82,7 @@ def check(ctx: Context) -> Iterator[Finding]:
                 "LOCK_STALE",
                 Level.MEDIUM,
                 subject,
-                f"{subject} is {lock.age / 60:.0f} min old and no live process holds it{owner}",
+                f"{subject} is {ago(lock.age)} old and no live process holds it{owner}",
                 recoverable=True,
                 context={"age_s": round(lock.age)},
             )
@@ -91,7 +92,7 @@ def check(ctx: Context) -> Iterator[Finding]:
                 Level.HIGH,
                 subject,
                 f"{subject} is held by pid {', '.join(map(str, lock.holders))} and its file has not changed for "
-                f"over {th.lock_held_max / 60:g} min: the holder may be stuck",
+                f"over {ago(th.lock_held_max)}: the holder may be stuck",
                 action="inspect the holder (py-spy dump --pid PID); do not remove a lock a live process holds",
                 context={"pids": ",".join(map(str, lock.holders))},
             )

@@ -10,7 +10,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from guardian.checks.base import unknown
+from guardian.checks.base import ago, unknown
 from guardian.context import Context
 from guardian.fsutil import describe_kind, lstat_or_none
 from guardian.model import Finding, Level
@@ -110,7 +110,7 @@ def check_temp_files(ctx: Context) -> Iterator[Finding]:
                 "TEMP_FILE_LEFTOVER",
                 Level.LOW,
                 ctx.rel(p),
-                f"{ctx.rel(p)} looks like a temp file left by a failed save ({age / 60:.0f} min old)",
+                f"{ctx.rel(p)} looks like a temp file left by a failed save ({ago(age)} old)",
                 recoverable=True,
                 context={"age_s": round(age)},
             )
