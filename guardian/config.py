@@ -114,7 +114,24 @@ class HealConfig:
 @dataclass(frozen=True)
 class AlertsConfig:
     jsonl: str | None = None  # None: files.alerts under the data root
-    stderr: bool = True
+    jsonl_max_mb: float = 10.0  # rotate the JSONL log past this size
+    jsonl_keep: int = 5  # rotated files kept (operator_alerts.jsonl.1 ... .N)
+    stderr: bool = True  # the human [LEVEL] CODE: message lines, for terminals
+    journald: bool = True  # native journal fields when the journal socket is there
+    journald_socket: Path = Path("/run/systemd/journal/socket")
+    command: tuple[str, ...] = ()  # argv run with the alert JSON on stdin (a Telegram/Slack bridge)
+    command_timeout: float = _duration(10.0)
+    webhook: str | None = None  # URL the alert JSON is POSTed to
+    webhook_timeout: float = _duration(5.0)
+    webhook_retries: int = 2
+    remind_critical: float = _duration(900.0)  # re-send a still-firing alert after this, per level
+    remind_high: float = _duration(3600.0)
+    remind_medium: float = _duration(21600.0)
+    remind_low: float = _duration(86400.0)
+    flap_changes: int = 6  # more state changes than this within flap_window: FLAPPING, held until stable
+    flap_window: float = _duration(3600.0)
+    heal_budget: int = 3  # the same remedy on the same subject more often than this within heal_window: HEAL_LOOP
+    heal_window: float = _duration(3600.0)
 
 
 @dataclass(frozen=True)
