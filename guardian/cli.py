@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guardian import config as config_mod
 from guardian.config import EX_CONFIG, Config, ConfigError
 from guardian.model import Finding, Report, check_exit_code
+
+if TYPE_CHECKING:
+    from guardian.heal import HealResult
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -56,29 +59,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_exit_code(report.findings)
 
 
-def _alert_result(ctx_cfg: Config, result: Any, now: datetime) -> None:
-    """Record every finding and heal of a (non dry) run in the alert log."""
+def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False) -> HealResult:
+    """Heal, and tell the operator what changed: each heal, and each finding that is new, due a
+    reminder or resolved (the alert engine's state is shared with the daemon). A dry run tells nobody."""
     from guardian.alerts import Alert
     from guardian.alerts.build import build_alerter
+    from guardian.alerts.engine import engine_for
     from guardian.context import Context
+    from guardian.heal import heal
     from guardian.model import Outcome
 
-    alerter = build_alerter(Context(ctx_cfg, now=now))
-    for a in result.actions:
-        if a.outcome is Outcome.HEALED:
-            alerter.emit(Alert.from_finding(a.finding, event="healed", now=now, message=a.detail))
-    for f in result.after.findings:
-        alerter.emit(Alert.from_finding(f, event="firing", now=now))
+    if dry_run:
+        return heal(cfg, now=now, dry_run=True)
+    with engine_for(cfg, now) as engine:
+        result = heal(cfg, now=now, budget=engine)
+        alerts = [
+            Alert.from_finding(a.finding, event="healed", now=now, message=a.detail)
+            for a in result.actions
+            if a.outcome is Outcome.HEALED
+        ]
+        if engine is None:
+            alerts += [Alert.from_finding(f, event="firing", now=now) for f in result.after.findings]
+        else:
+            alerts += engine.evaluate(result.after.findings)
+    alerter = build_alerter(Context(cfg, now=now))
+    for alert in alerts:
+        alerter.emit(alert)
+    return result
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from guardian.heal import heal
-
     cfg = _load(args)
-    now = datetime.now(UTC)
-    result = heal(cfg, now=now, dry_run=args.dry_run)
-    if not args.dry_run:
-        _alert_result(cfg, result, now)
+    result = _heal_with_alerts(cfg, datetime.now(UTC), dry_run=args.dry_run)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -98,7 +110,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from guardian.alerts.build import build_alerter
     from guardian.context import Context
     from guardian.gate import decide
-    from guardian.heal import heal
 
     try:
         cfg = _load(args)
@@ -108,7 +119,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         return EX_CONFIG
     now = datetime.now(UTC)
     try:
-        result = heal(cfg, now=now)
+        result = _heal_with_alerts(cfg, now)
         decision = decide(result, mode=cfg.bot.mode, min_score=cfg.thresholds.min_health_score)
     except Exception as e:  # the gate must answer; paper mode always starts, real mode fails safe
         allowed = cfg.bot.mode == "paper"
@@ -118,7 +129,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0 if allowed else 1
-    _alert_result(cfg, result, now)
     build_alerter(Context(cfg, now=now), stderr=False).emit(
         Alert(
             iso(now),
@@ -232,6 +242,45 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from guardian.alerts.engine import locked_state, new_silence, state_dir
+
+    cfg = _load(args)
+    now = datetime.now(UTC)
+    with locked_state(state_dir(cfg)) as state:
+        if args.action == "add":
+            if not args.target or args.duration is None or not args.reason:
+                print("guardian silence add CODE[:SUBJECT] --for 2h --reason TEXT", file=sys.stderr)
+                return 2
+            code, _, subject = args.target.partition(":")
+            s = new_silence(code, subject or None, seconds=args.duration, reason=args.reason, now=now)
+            state.silences.append(s)
+            out: Any = asdict(s)
+            text = f"silenced {args.target} until {datetime.fromtimestamp(s.until, UTC):%Y-%m-%d %H:%M}Z (id {s.id})"
+        elif args.action == "remove":
+            keep = [s for s in state.silences if s.id != args.target]
+            if len(keep) == len(state.silences):
+                print(f"guardian silence remove: no silence {args.target!r}", file=sys.stderr)
+                return 1
+            state.silences = keep
+            out, text = {"removed": args.target}, f"removed silence {args.target}"
+        else:
+            live = [s for s in state.silences if s.until > now.timestamp()]
+            out = [asdict(s) for s in live]
+            text = (
+                "\n".join(
+                    f"  {s.id}  {s.code}{':' + s.subject if s.subject else ''}  until "
+                    f"{datetime.fromtimestamp(s.until, UTC):%Y-%m-%d %H:%M}Z  {s.reason}"
+                    for s in live
+                )
+                or "no silences"
+            )
+    _print_json(out) if args.json else print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardian", description="Keeps a live trading bot's state sound and gates its start."
@@ -261,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("clear-stop", cmd_stop, "clear the kill switch, recording who approved").add_argument(
         "--approver", required=True
     )
+    s = add("silence", cmd_silence, "mute an alert (a silenced CRITICAL still blocks the gate)")
+    s.add_argument("action", choices=("add", "list", "remove"))
+    s.add_argument("target", nargs="?", help="add: CODE or CODE:SUBJECT; remove: the silence id")
+    s.add_argument("--for", dest="duration", type=config_mod.parse_duration, help="how long, e.g. 30m, 2h")
+    s.add_argument("--reason", help="why (shown in `silence list`)")
     return p
 
 

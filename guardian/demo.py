@@ -198,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     home: Path = args.home.absolute()
     home.mkdir(parents=True, exist_ok=True)
     tree = build_bot_tree(home, closed=args.closed)
-    print(write_config(tree, args.config or home / "guardian.yaml", mode=args.mode))
+    # guardian's own state stays beside the demo, never in /var/lib/guardian.
+    extra = {"guardian": {"state_dir": str(home / "guardian-state")}}
+    print(write_config(tree, args.config or home / "guardian.yaml", mode=args.mode, extra=extra))
     return 0
 
 

@@ -10,7 +10,7 @@ import importlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from guardian.backups import BackupStore
 from guardian.checks import run_checks
@@ -106,8 +106,21 @@ def _slot_guard(ctx: Context, report: Report) -> str | None:
     return f"{bad[0].code}: nothing is healed inside a slot that is not the deployed bot's" if bad else None
 
 
+class Budget(Protocol):
+    """Limits how often one remedy may run on one subject (the alert engine keeps the count)."""
+
+    def heal_allowed(self, code: str, subject: str) -> bool: ...
+
+    def note_heal(self, code: str, subject: str) -> None: ...
+
+
 def heal(
-    cfg: Config, *, now: datetime | None = None, dry_run: bool = False, before: Report | None = None
+    cfg: Config,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    before: Report | None = None,
+    budget: Budget | None = None,
 ) -> HealResult:
     """Heal every recoverable finding that is safe to heal, then verify by checking again."""
     ctx = Context(cfg, now=now)
@@ -131,6 +144,12 @@ def heal(
         if not cfg.heal.enabled:
             actions.append(refused(f, "self-heal is disabled (heal.enabled: false)"))
             continue
+        if budget is not None and not dry_run and not budget.heal_allowed(f.code, f.subject):
+            from guardian.alerts.engine import heal_loop_finding
+
+            h.extra_findings.append(heal_loop_finding(f.code, f.subject, cfg.alerts))
+            actions.append(refused(f, "heal budget spent: it keeps coming back (HEAL_LOOP)"))
+            continue
         try:
             actions.append(remedy_for(f.code)(h, f))
         except LockBusy as e:
@@ -153,5 +172,9 @@ def heal(
         else a
         for a in actions
     ]
+    if budget is not None:
+        for a in verified:
+            if a.outcome in (Outcome.HEALED, Outcome.FAILED):
+                budget.note_heal(a.finding.code, a.finding.subject)
     after = Report(rechecked.findings + tuple(h.extra_findings), rechecked.checked_at, rechecked.mode)
     return HealResult(before, after, tuple(verified), dry_run)

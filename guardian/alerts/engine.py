@@ -1,0 +1,268 @@
+"""What to tell the operator, and when: alert on transitions, not on every look.
+
+Each alert has a fingerprint (code and subject). It fires when its finding appears, is re-sent only
+after a reminder interval for its level, and is closed by one ``resolved`` event when the finding
+goes away. A fingerprint that changes state too often is reported once as FLAPPING and held until
+it is stable. Silences mute (they never make anything safe: the gate judges findings, not
+alerts). All of it lives in ``alerts.json`` in guardian's state directory, read and written under
+an exclusive lock, so the gate, one-shot commands and the daemon share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from guardian.alerts import Alert, iso
+from guardian.config import AlertsConfig, Config
+from guardian.model import Finding, Level
+
+STATE_FILE = "alerts.json"
+
+# Findings that follow from another: while the first fires, the second says nothing new.
+INHIBITS: Mapping[str, frozenset[str]] = {"BOT_DOWN": frozenset({"HEARTBEAT_STALE"})}
+
+
+def fingerprint(code: str, subject: str) -> str:
+    return f"{code}:{subject}"
+
+
+@dataclass
+class Record:
+    code: str
+    subject: str
+    level: str
+    firing: bool
+    since: float  # when it last started firing
+    last_sent: float | None = None  # None: not sent in this firing (muted, or held)
+    changes: list[float] = field(default_factory=list)  # times it fired or resolved, within the flap window
+    flapping: bool = False
+
+
+@dataclass
+class Silence:
+    id: str
+    code: str
+    subject: str | None  # None: every subject of the code
+    until: float
+    reason: str
+    created: float
+
+    def matches(self, code: str, subject: str, now: float) -> bool:
+        return self.until > now and self.code == code and self.subject in (None, subject)
+
+
+@dataclass
+class AlertState:
+    records: dict[str, Record] = field(default_factory=dict)
+    heals: dict[str, list[float]] = field(default_factory=dict)  # fingerprint -> times healed
+    silences: list[Silence] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertState:
+        return cls(
+            {k: Record(**v) for k, v in data.get("records", {}).items()},
+            {k: list(v) for k, v in data.get("heals", {}).items()},
+            [Silence(**s) for s in data.get("silences", [])],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": {k: asdict(v) for k, v in self.records.items()},
+            "heals": self.heals,
+            "silences": [asdict(s) for s in self.silences],
+        }
+
+    def silenced(self, code: str, subject: str, now: float) -> Silence | None:
+        return next((s for s in self.silences if s.matches(code, subject, now)), None)
+
+
+def state_dir(cfg: Config) -> Path:
+    """``$STATE_DIRECTORY`` where systemd sets it (StateDirectory=), else the config's value."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return Path(env.split(":")[0]) if env else cfg.guardian.state_dir
+
+
+@contextlib.contextmanager
+def locked_state(directory: Path) -> Iterator[AlertState]:
+    """Load the alert state, yield it for changes, and save it atomically, all under one lock.
+
+    A state file that does not parse is kept aside (never silently dropped) and a fresh state used.
+    """
+    from guardian.fsutil import atomic_write
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / STATE_FILE
+    fd = os.open(directory / (STATE_FILE + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            state = AlertState.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            state = AlertState()
+        except (ValueError, TypeError, KeyError, AttributeError):
+            os.replace(path, path.with_name(f"{STATE_FILE}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
+            state = AlertState()
+        yield state
+        atomic_write(path, json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _remind_after(cfg: AlertsConfig, level: str) -> float:
+    return {
+        "CRITICAL": cfg.remind_critical,
+        "HIGH": cfg.remind_high,
+        "MEDIUM": cfg.remind_medium,
+    }.get(level, cfg.remind_low)
+
+
+@dataclass
+class Engine:
+    """Turns one complete look at the findings into the alerts worth sending."""
+
+    cfg: AlertsConfig
+    state: AlertState
+    now: datetime
+
+    @property
+    def t(self) -> float:
+        return self.now.timestamp()
+
+    def _alert(self, f: Finding | Record, event: str, message: str, **extra: Any) -> Alert:
+        ctx: dict[str, Any] = dict(f.context) if isinstance(f, Finding) else {}
+        if isinstance(f, Finding) and f.action:
+            ctx["action"] = f.action
+        ctx.update(extra)
+        ctx["fingerprint"] = fingerprint(f.code, f.subject)
+        level = f.level.name if isinstance(f, Finding) else f.level
+        action = isinstance(f, Finding) and not f.recoverable and event == "firing"
+        return Alert(iso(self.now), level, f.code, f.subject, message, action, event, ctx)
+
+    def _change(self, rec: Record) -> Alert | None:
+        """Note a state change; return a FLAPPING alert the first time the rate crosses the limit."""
+        window = self.cfg.flap_window
+        rec.changes = [c for c in rec.changes if self.t - c < window] + [self.t]
+        if not rec.flapping and len(rec.changes) > self.cfg.flap_changes:
+            rec.flapping = True
+            return Alert(
+                iso(self.now), rec.level, "FLAPPING", fingerprint(rec.code, rec.subject),
+                f"{rec.code} on {rec.subject} changed state {len(rec.changes)} times within {window / 60:.0f} min; "
+                "held until it is stable", True, "firing", {"fingerprint": fingerprint(rec.code, rec.subject)},
+            )  # fmt: skip
+        return None
+
+    def _recent(self, rec: Record) -> list[float]:
+        return [c for c in rec.changes if self.t - c < self.cfg.flap_window]
+
+    def _stable(self, rec: Record) -> bool:
+        """Hysteresis: flapping starts above flap_changes and ends at half of it, so one change after a
+        quiet spell does not keep it held."""
+        return len(self._recent(rec)) <= self.cfg.flap_changes // 2
+
+    def evaluate(self, findings: Iterable[Finding], *, complete: bool = True) -> list[Alert]:
+        """The alerts to send for this look. ``complete``: every check ran, so an absent finding has resolved."""
+        out: list[Alert] = []
+        current = {fingerprint(f.code, f.subject): f for f in findings}
+        inhibited = {t for code in {f.code for f in current.values()} for t in INHIBITS.get(code, ())}
+        for fp, f in current.items():
+            rec = self.state.records.get(fp)
+            if rec is None or not rec.firing:
+                rec = rec or Record(f.code, f.subject, f.level.name, firing=False, since=self.t)
+                self.state.records[fp] = rec
+                rec.firing, rec.since, rec.last_sent, rec.level = True, self.t, None, f.level.name
+                if flap := self._change(rec):
+                    out.append(flap)
+            escalated = Level[rec.level] < f.level if rec.level in Level.__members__ else False
+            rec.level = f.level.name
+            if rec.flapping:
+                if not self._stable(rec):
+                    continue
+                rec.flapping = False
+            if f.code in inhibited or self.state.silenced(f.code, f.subject, self.t):
+                continue  # muted: last_sent stays None, so it is sent once the mute ends
+            due = rec.last_sent is None or self.t - rec.last_sent >= _remind_after(self.cfg, rec.level)
+            if due or escalated:
+                reminder = rec.last_sent is not None and not escalated
+                out.append(self._alert(f, "firing", f.message, **({"reminder": True} if reminder else {})))
+                rec.last_sent = self.t
+        if complete:
+            for fp, rec in self.state.records.items():
+                if not rec.firing or fp in current:
+                    continue
+                rec.firing = False
+                flap = self._change(rec)
+                if flap:
+                    out.append(flap)
+                was_sent = rec.last_sent is not None
+                rec.last_sent = None
+                if was_sent and not rec.flapping:
+                    out.append(self._alert(rec, "resolved", f"{rec.code} on {rec.subject} resolved"))
+            for rec in self.state.records.values():
+                if rec.flapping and not rec.firing and self._stable(rec):
+                    rec.flapping = False
+            # Forget what is resolved and stable, so the file does not grow without bound.
+            self.state.records = {
+                k: r for k, r in self.state.records.items() if r.firing or r.flapping or self._recent(r)
+            }
+        self.state.silences = [s for s in self.state.silences if s.until > self.t]
+        return out
+
+    def heal_allowed(self, code: str, subject: str) -> bool:
+        """False once the same remedy on the same subject ran more than the budget within its window."""
+        times = [t for t in self.state.heals.get(fingerprint(code, subject), []) if self.t - t < self.cfg.heal_window]
+        return len(times) < self.cfg.heal_budget
+
+    def note_heal(self, code: str, subject: str) -> None:
+        key = fingerprint(code, subject)
+        times = [t for t in self.state.heals.get(key, []) if self.t - t < self.cfg.heal_window]
+        self.state.heals[key] = [*times, self.t]
+        self.state.heals = {k: v for k, v in self.state.heals.items() if v and self.t - v[-1] < self.cfg.heal_window}
+
+
+@contextlib.contextmanager
+def engine_for(cfg: Config, now: datetime) -> Iterator[Engine | None]:
+    """An Engine on the shared state, saved on success; None (with a warning) if the state directory
+    cannot be used: then every finding is sent, since alerting on everything beats alerting on nothing."""
+    import sys
+
+    directory = state_dir(cfg)
+    cm = locked_state(directory)
+    try:
+        state = cm.__enter__()
+    except OSError as e:
+        print(f"guardian: warning: alert state in {directory} unavailable ({e}); alerts are not deduplicated",
+              file=sys.stderr)  # fmt: skip
+        yield None
+        return
+    try:
+        yield Engine(cfg.alerts, state, now)
+    except BaseException:
+        cm.__exit__(*sys.exc_info())
+        raise
+    try:
+        cm.__exit__(None, None, None)
+    except OSError as e:
+        print(f"guardian: warning: could not save alert state in {directory}: {e}", file=sys.stderr)
+
+
+def heal_loop_finding(code: str, subject: str, cfg: AlertsConfig) -> Finding:
+    return Finding(
+        "HEAL_LOOP", Level.CRITICAL, fingerprint(code, subject),
+        f"{code} on {subject} was healed {cfg.heal_budget} times within {cfg.heal_window / 60:.0f} min and keeps "
+        "coming back: something keeps breaking it; auto-heal of it is stopped",
+        action="find what breaks it; healing resumes once the window passes without a repeat",
+    )  # fmt: skip
+
+
+def new_silence(code: str, subject: str | None, *, seconds: float, reason: str, now: datetime) -> Silence:
+    t = now.timestamp()
+    return Silence(secrets.token_hex(4), code, subject, t + seconds, reason, t)
