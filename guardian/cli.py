@@ -59,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_exit_code(report.findings)
 
 
-def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False) -> HealResult:
+def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False, json_out: bool = False) -> HealResult:
     """Heal, and tell the operator what changed: each heal, and each finding that is new, due a
     reminder or resolved (the alert engine's state is shared with the daemon). A dry run tells nobody."""
     from guardian.alerts import Alert
@@ -82,7 +82,7 @@ def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False) -> H
             alerts += [Alert.from_finding(f, event="firing", now=now) for f in result.after.findings]
         else:
             alerts += engine.evaluate(result.after.findings)
-    alerter = build_alerter(Context(cfg, now=now))
+    alerter = build_alerter(Context(cfg, now=now), stdout_free=not json_out)
     for alert in alerts:
         alerter.emit(alert)
     return result
@@ -90,7 +90,7 @@ def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False) -> H
 
 def cmd_heal(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    result = _heal_with_alerts(cfg, datetime.now(UTC), dry_run=args.dry_run)
+    result = _heal_with_alerts(cfg, datetime.now(UTC), dry_run=args.dry_run, json_out=args.json)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -119,7 +119,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         return EX_CONFIG
     now = datetime.now(UTC)
     try:
-        result = _heal_with_alerts(cfg, now)
+        result = _heal_with_alerts(cfg, now, json_out=args.json)
         decision = decide(result, mode=cfg.bot.mode, min_score=cfg.thresholds.min_health_score)
     except Exception as e:  # the gate must answer; paper mode always starts, real mode fails safe
         allowed = cfg.bot.mode == "paper"
@@ -129,7 +129,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0 if allowed else 1
-    build_alerter(Context(cfg, now=now), stderr=False).emit(
+    build_alerter(Context(cfg, now=now), stderr=False, stdout_free=not args.json).emit(
         Alert(
             iso(now),
             "INFO" if decision.allowed else "CRITICAL",
@@ -236,7 +236,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         if ctx.stop_path.exists():
             BackupStore(ctx.data, ctx.backups_dir).keep(ctx.stop_path, args.command, now=now)
         atomic_write(ctx.stop_path, encode(doc))
-    build_alerter(ctx).emit(alert)
+    build_alerter(ctx, stdout_free=not args.json).emit(alert)
     if args.json:
         _print_json(doc)
     return 0
@@ -281,6 +281,43 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from guardian.alerts.reader import AlertFilter, ReadStats, follow, format_table, read_alerts
+    from guardian.context import Context
+
+    ctx = Context(_load(args))
+    since = timedelta(seconds=args.since) if args.since is not None else None
+    flt = AlertFilter(since=since, level=args.level, code=args.code, now=ctx.now)
+    stats = ReadStats()
+
+    def warn_skipped(reported: int) -> int:
+        if stats.skipped > reported:
+            print(f"guardian alerts: {stats.skipped} unreadable line(s) skipped in {ctx.alerts_path}*", file=sys.stderr)
+        return stats.skipped
+
+    if args.follow:  # until Ctrl-C (exit 130); rows as they come, with widths that do not depend on them
+        if not args.json:
+            print(format_table([], fixed=True), flush=True)
+        reported = 0
+        for doc in follow(ctx.alerts_path, flt, history=True, last=args.last, stats=stats):
+            print(json.dumps(doc) if args.json else format_table([doc], header=False, fixed=True), flush=True)
+            reported = warn_skipped(reported)
+        return 0
+    result = read_alerts(ctx.alerts_path, flt, last=args.last, stats=stats)
+    warn_skipped(0)
+    if args.json:
+        for doc in result.alerts:
+            print(json.dumps(doc))
+    elif result.alerts:
+        print(format_table(result.alerts))
+    else:
+        matching = args.since is not None or args.level or args.code
+        print(f"no alerts{' matching' if matching else ''} in {ctx.alerts_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardian", description="Keeps a live trading bot's state sound and gates its start."
@@ -315,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", help="add: CODE or CODE:SUBJECT; remove: the silence id")
     s.add_argument("--for", dest="duration", type=config_mod.parse_duration, help="how long, e.g. 30m, 2h")
     s.add_argument("--reason", help="why (shown in `silence list`)")
+    a = add("alerts", cmd_alerts, "read the alert log, rotated files included (--json: one object per line)")
+    a.add_argument("--since", type=config_mod.parse_duration, help="only the last 30m, 2h, ...")
+    a.add_argument("--level", type=str.upper, choices=("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"), help="and worse")
+    a.add_argument("--code", help="only this code (a glob such as 'HEARTBEAT_*' works)")
+    a.add_argument("--last", type=int, metavar="N", help="only the last N alerts that match")
+    a.add_argument("--follow", "-f", action="store_true", help="then print new alerts as they are written")
     return p
 
 

@@ -46,7 +46,11 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
     """Write a config for a tree; keyword ``extra`` is merged into it. Runtime state stays in tmp_path."""
 
     def make(t: BotTree, *, mode: str = "paper", extra: Mapping[str, Any] | None = None) -> Path:
-        merged: dict[str, Any] = {"guardian": {"state_dir": str(tmp_path / "guardian-state")}}
+        # guardian's state and the journal socket point into tmp_path: no test reaches the host's.
+        merged: dict[str, Any] = {
+            "guardian": {"state_dir": str(tmp_path / "guardian-state")},
+            "alerts": {"journald_socket": str(tmp_path / "no-journal.socket")},
+        }
         for k, v in (extra or {}).items():
             merged[k] = {**merged.get(k, {}), **v} if isinstance(v, Mapping) else v
         return write_config(t, tmp_path / f"guardian-{mode}.yaml", mode=mode, extra=merged)
