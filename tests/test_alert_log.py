@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from guardian.alerts import Alert, iso
-from guardian.alerts.jsonl import JsonlSink, lock_path
+from guardian.alerts.jsonl import JsonlSink, rotate_lock_path
 from guardian.alerts.reader import AlertFilter, ReadStats, follow, format_table, log_files, read_alerts
 from guardian.config import load
 from guardian.context import Context
@@ -140,7 +140,7 @@ def test_a_symlink_in_place_of_the_log_is_refused(tmp_path: Path, planted: str) 
     log.parent.mkdir()
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    (log if planted == "log" else lock_path(log)).symlink_to(victim)
+    (log if planted == "log" else rotate_lock_path(log)).symlink_to(victim)
     with pytest.raises(OSError):
         JsonlSink(log).emit(alert())
     assert victim.read_text() == "precious\n"

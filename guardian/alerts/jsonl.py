@@ -30,6 +30,7 @@ from pathlib import Path
 from pythonjsonlogger.json import JsonFormatter
 
 from guardian.alerts import Alert
+from guardian.fsutil import fsync_dir
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_KEEP = 5
@@ -44,7 +45,7 @@ def rotated_path(path: Path, n: int) -> Path:
     return path.with_name(f"{path.name}.{n}")
 
 
-def lock_path(path: Path) -> Path:
+def rotate_lock_path(path: Path) -> Path:
     return path.with_name(path.name + LOCK_SUFFIX)
 
 
@@ -63,21 +64,13 @@ def flock_wait(fd: int, op: int, timeout: float) -> bool:
             pause = min(pause * 2, 0.01)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _AppendHandler(logging.Handler):
     """Appends each formatted record as one line: locked, fresh fd, one write, fsync."""
 
     def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
         super().__init__()
         self.path = path
-        self.lock_file = lock_path(path)
+        self.lock_file = rotate_lock_path(path)
         self.max_bytes = max_bytes
         self.keep = keep
 
@@ -129,7 +122,7 @@ class _AppendHandler(logging.Handler):
             fd = os.open(self.path, _OPEN_FLAGS)
         except FileNotFoundError:
             fd = os.open(self.path, _OPEN_FLAGS | os.O_CREAT, 0o644)
-            _fsync_dir(self.path.parent)  # the new file's name is durable, not just its bytes
+            fsync_dir(self.path.parent)  # the new file's name is durable, not just its bytes
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted there: refuse
             os.close(fd)
             raise OSError(errno.EINVAL, "not a regular file", str(self.path))
@@ -156,7 +149,7 @@ class _AppendHandler(logging.Handler):
                 with contextlib.suppress(FileNotFoundError):  # a gap in the chain (keep was raised)
                     os.rename(rotated_path(self.path, i), rotated_path(self.path, i + 1))
             os.rename(self.path, rotated_path(self.path, 1))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 class JsonlSink:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from guardian.alerts.jsonl import flock_wait, lock_path
+from guardian.alerts.jsonl import flock_wait, rotate_lock_path
 from guardian.model import Level
 
 AlertDoc = dict[str, Any]  # one alert as logged: ts, level, code, subject, message, action_required, event, context
@@ -162,7 +162,7 @@ class _SharedLock:
     """The writers' sidecar taken shared: no rotation meanwhile. Best effort: absent or stuck, go on."""
 
     def __init__(self, path: Path) -> None:
-        self.path = lock_path(path)
+        self.path = rotate_lock_path(path)
         self.fd: int | None = None
 
     def __enter__(self) -> _SharedLock:
