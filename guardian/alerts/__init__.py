@@ -64,6 +64,11 @@ class Alert:
         }
 
 
+def fingerprint(code: str, subject: str) -> str:
+    """What identifies an alert across runs and sinks: its code and subject."""
+    return f"{code}:{subject}"
+
+
 def iso(now: datetime) -> str:
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from guardian.alerts import Alert, iso
+from guardian.alerts import Alert, fingerprint, iso
 from guardian.config import AlertsConfig, Config
 from guardian.model import Finding, Level
 
@@ -29,10 +29,6 @@ STATE_FILE = "alerts.json"
 
 # Findings that follow from another: while the first fires, the second says nothing new.
 INHIBITS: Mapping[str, frozenset[str]] = {"BOT_DOWN": frozenset({"HEARTBEAT_STALE"})}
-
-
-def fingerprint(code: str, subject: str) -> str:
-    return f"{code}:{subject}"
 
 
 @dataclass

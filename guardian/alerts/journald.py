@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from guardian.alerts import Alert
+from guardian.alerts import Alert, fingerprint
 
 DEFAULT_SOCKET = Path("/run/systemd/journal/socket")
 
@@ -49,10 +49,10 @@ def priority(level: str) -> int:
     return PRIORITY.get(level, PRIORITY_INFO)
 
 
-def fingerprint(alert: Alert) -> str:
-    """``code:subject``, unless the alert carries its own in its context."""
+def alert_fingerprint(alert: Alert) -> str:
+    """The alert's fingerprint: the one it carries in its context, else its code and subject."""
     given = alert.context.get("fingerprint")
-    return str(given) if given else f"{alert.code}:{alert.subject}"
+    return str(given) if given else fingerprint(alert.code, alert.subject)
 
 
 def context_field(key: str) -> str:
@@ -91,7 +91,7 @@ def fields(alert: Alert) -> list[tuple[str, str]]:
         ("GUARDIAN_CODE", alert.code),
         ("GUARDIAN_SUBJECT", alert.subject),
         ("GUARDIAN_EVENT", alert.event),
-        ("GUARDIAN_FINGERPRINT", fingerprint(alert)),
+        ("GUARDIAN_FINGERPRINT", alert_fingerprint(alert)),
         ("GUARDIAN_ACTION_REQUIRED", "1" if alert.action_required else "0"),
         ("GUARDIAN_TS", alert.ts),
     ]
