@@ -78,6 +78,7 @@ class Thresholds:
     temp_file_age: float = _duration(300.0)  # younger temp files may be a save in progress
     min_health_score: int = 50
     disk_min_free_mb: int = 512
+    bot_start_grace: float = _duration(120.0)  # a bot younger than this is starting: its heartbeats do not count yet
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,20 @@ class GuardianConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    sweep: float = _duration(60.0)  # every check, whatever the events said: catches anything an event missed
+    coalesce: float = _duration(0.05)  # at most one re-check of a file per this, however fast the bot writes
+    heal: bool = True  # heal at runtime as the gate does (heal.enabled still rules both)
+    backoff_max: float = _duration(600.0)  # a check that keeps raising is retried after 1 s, 2 s, 4 s ... up to this
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: Path | None = None  # Prometheus textfile (node_exporter's collector dir), written atomically
+    listen: str | None = None  # "127.0.0.1:9815": also serve /metrics over HTTP
+
+
+@dataclass(frozen=True)
 class Config:
     bot: BotConfig
     files: FilesConfig = FilesConfig()
@@ -150,6 +165,8 @@ class Config:
     heal: HealConfig = HealConfig()
     alerts: AlertsConfig = AlertsConfig()
     guardian: GuardianConfig = GuardianConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class ConfigError(Exception):
@@ -286,6 +303,13 @@ def _semantic_checks(cfg: Config, b: _Builder) -> None:
         v = getattr(cfg.files, fname)
         if isinstance(v, str) and (v.startswith("/") or ".." in Path(v).parts):
             b.problem(f"files.{fname}", f"must be a path inside the data root, got {v!r}")
+    listen = cfg.metrics.listen
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            b.problem("metrics.listen", f"must be HOST:PORT such as 127.0.0.1:9815, got {listen!r}")
+    if cfg.daemon.sweep < 1:
+        b.problem("daemon.sweep", f"must be at least 1s, got {cfg.daemon.sweep}")
 
 
 def resolve_path(cli_value: str | None) -> Path:

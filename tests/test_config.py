@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-import guardian.config as config_module
 from guardian.config import EX_CONFIG, Config, ConfigError, load, parse
 from tests.conftest import Result
 
@@ -20,22 +20,12 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "guardian.yaml"
 
 def _keys(cls: type, prefix: str = "") -> set[str]:
     out: set[str] = set()
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
-        tp = cls.__annotations__.get(f.name, "")
-        sub = {
-            "BotConfig",
-            "FilesConfig",
-            "Thresholds",
-            "Limits",
-            "SlotsConfig",
-            "TradeStoreConfig",
-            "HealConfig",
-            "AlertsConfig",
-            "GuardianConfig",
-        }
-        if isinstance(tp, str) and tp in sub:
-            out |= _keys(getattr(config_module, tp), path + ".")
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):  # a section: its keys, not its name
+            out |= _keys(tp, path + ".")  # type: ignore[arg-type]
         else:
             out.add(path)
     return out
