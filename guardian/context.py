@@ -34,6 +34,7 @@ class BotProcess:
     cwd: str | None
     slot: str | None  # the slot its cwd or code lies in
     in_unit: bool  # belongs to the bot unit's own cgroup
+    started: float | None = None  # its start time (Unix seconds), for the start-up grace period
 
 
 class Context:
@@ -55,6 +56,8 @@ class Context:
         self.stop_path = self.data / f.emergency_stop
         self.backups_dir = self.data / f.backups
         self.alerts_path = self.data / (cfg.alerts.jsonl or f.alerts)
+        # What one check probed that another (or the daemon) needs again: read once per evaluation.
+        self.memo: dict[str, Any] = {}
 
     def rel(self, path: Path) -> str:
         """A path as an operator reads it: relative to the data root or the home when inside them."""

@@ -61,7 +61,7 @@ def find_bot_processes(ctx: Context) -> list[BotProcess]:
     slots = ctx.slots_dir.resolve()
     me = os.getpid()
     found: list[BotProcess] = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline", "cwd"]):
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "cwd", "create_time"]):
         info = proc.info
         cmdline: list[str] = info.get("cmdline") or []
         if info["pid"] == me or not cmdline:
@@ -84,7 +84,14 @@ def find_bot_processes(ctx: Context) -> list[BotProcess]:
         slot = next((s for p in inside if (s := _slot_of(p, slots))), None)
         if mine:
             found.append(
-                BotProcess(info["pid"], tuple(cmdline), cwd, slot, bool(_in_unit(info["pid"], ctx.cfg.bot.unit)))
+                BotProcess(
+                    info["pid"],
+                    tuple(cmdline),
+                    cwd,
+                    slot,
+                    bool(_in_unit(info["pid"], ctx.cfg.bot.unit)),
+                    info.get("create_time"),
+                )
             )
     return found
 

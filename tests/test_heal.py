@@ -261,7 +261,10 @@ def test_a_stale_heartbeat_is_reset_when_no_bot_runs(tree: BotTree, conf: Callab
 
 @pytest.mark.parametrize(
     ("mode", "extra"),
-    [("real", {}), ("paper", {"heal": {"kill_orphans_in_paper": False}})],
+    [
+        ("real", {"thresholds": {"bot_start_grace": 0}}),
+        ("paper", {"heal": {"kill_orphans_in_paper": False}, "thresholds": {"bot_start_grace": 0}}),
+    ],
     ids=["real", "paper-no-kill"],
 )
 def test_a_stale_heartbeat_is_not_reset_while_a_bot_process_runs_from_the_slot(

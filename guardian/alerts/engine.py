@@ -28,7 +28,10 @@ from guardian.model import Finding, Level
 STATE_FILE = "alerts.json"
 
 # Findings that follow from another: while the first fires, the second says nothing new.
-INHIBITS: Mapping[str, frozenset[str]] = {"BOT_DOWN": frozenset({"HEARTBEAT_STALE"})}
+INHIBITS: Mapping[str, frozenset[str]] = {
+    "BOT_DOWN": frozenset({"HEARTBEAT_STALE"}),
+    "BOT_HUNG": frozenset({"HEARTBEAT_STALE"}),
+}
 
 
 @dataclass

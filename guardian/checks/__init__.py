@@ -29,6 +29,7 @@ class Check:
     name: str
     run: Callable[[Context], Iterable[Finding]]
     needs_data: bool  # reads the data root, which does not exist while the slot link is broken
+    daemon_only: bool = False  # judges a running bot: before the gate lets it start, it is not running
 
 
 CHECKS: tuple[Check, ...] = (
@@ -49,20 +50,31 @@ CHECKS: tuple[Check, ...] = (
     Check("locks", locks.check, needs_data=True),
     Check("processes", processes.check, needs_data=False),
     Check("trade_store", trade_store.check, needs_data=True),
+    Check("liveness", processes.check_liveness, needs_data=False, daemon_only=True),
 )
+BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 
 
-def run_checks(ctx: Context) -> Report:
-    """Run every check once. A check that raises is reported as UNKNOWN, never as a traceback."""
+def data_readable(ctx: Context) -> bool:
+    return not (ctx.data_in_slot and ctx.slot.problem)
+
+
+def run_check(check: Check, ctx: Context) -> tuple[list[Finding], Exception | None]:
+    """One check's findings. One that raises gives an UNKNOWN finding and the exception, never a traceback."""
+    try:
+        return list(check.run(ctx)), None
+    except Exception as e:  # a bug or an unexpected OS error in one check must not hide the others
+        return [
+            unknown(f"check:{check.name}", f"check {check.name!r} failed: {type(e).__name__}: {e}", Level.HIGH)
+        ], e
+
+
+def run_checks(ctx: Context, *, daemon: bool = False) -> Report:
+    """Run every check once (``daemon``: the running bot's checks too)."""
     findings: list[Finding] = []
-    data_readable = not (ctx.data_in_slot and ctx.slot.problem)
+    readable = data_readable(ctx)
     for check in CHECKS:
-        if check.needs_data and not data_readable:
+        if (check.needs_data and not readable) or (check.daemon_only and not daemon):
             continue
-        try:
-            findings.extend(check.run(ctx))
-        except Exception as e:  # a bug or an unexpected OS error in one check must not hide the others
-            findings.append(
-                unknown(f"check:{check.name}", f"check {check.name!r} failed: {type(e).__name__}: {e}", Level.HIGH)
-            )
+        findings.extend(run_check(check, ctx)[0])
     return Report(tuple(findings), ctx.now.isoformat().replace("+00:00", "Z"), ctx.mode)
