@@ -1,6 +1,6 @@
 """``guardian --config FILE <command>``: argument parsing and output only; the work is elsewhere.
 
-Exit codes: check 0/1/2/3 (OK/WARNING/CRITICAL/UNKNOWN, as monitoring plugins); gate 0 allow,
+Exit codes: check and status 0/1/2/3 (OK/WARNING/CRITICAL/UNKNOWN, as monitoring plugins); gate 0 allow,
 1 refuse; 78 (EX_CONFIG) for an invalid config everywhere; heal 0 when nothing failed and no CRITICAL
 remains, else 1.
 """
@@ -123,12 +123,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
         decision = decide(result, mode=cfg.bot.mode, min_score=cfg.thresholds.min_health_score)
     except Exception as e:  # the gate must answer; paper mode always starts, real mode fails safe
         allowed = cfg.bot.mode == "paper"
-        print(
+        reason = (
             f"guardian gate: {'ALLOWED' if allowed else 'REFUSED'} ({cfg.bot.mode} mode): guardian failed: "
-            f"{type(e).__name__}: {e}",
-            file=sys.stderr,
+            f"{type(e).__name__}: {e}"
         )
+        _record_gate(cfg, allowed=allowed, reason=reason, now=now)
+        print(reason, file=sys.stderr)
         return 0 if allowed else 1
+    _record_gate(cfg, allowed=decision.allowed, reason=decision.reason, now=now)
     build_alerter(Context(cfg, now=now), stderr=False, stdout_free=not args.json).emit(
         Alert(
             iso(now),
@@ -145,6 +147,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
         _print_json(decision.to_json())
     print(decision.reason, file=sys.stderr, flush=True)  # last: the line `systemctl status` shows
     return decision.exit_code
+
+
+def _record_gate(cfg: Config, *, allowed: bool, reason: str, now: datetime) -> None:
+    """Count the decision for the daemon's metrics; a failure to count never changes the decision."""
+    from guardian.alerts.engine import state_dir
+    from guardian.gate import record_decision
+
+    try:
+        record_decision(state_dir(cfg), allowed=allowed, mode=cfg.bot.mode, reason=reason, now=now)
+    except OSError as e:
+        print(f"guardian gate: warning: decision not counted in {state_dir(cfg)}: {e}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -318,6 +331,26 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from guardian.daemon.loop import run
+
+    return run(config_mod.resolve_path(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from guardian.alerts.engine import state_dir
+    from guardian.daemon import status
+
+    directory = state_dir(_load(args))
+    doc = status.read(directory)
+    alive = doc is not None and status.running(doc)
+    if args.json:
+        _print_json({"running": alive, "state_dir": str(directory), "status": doc})
+    else:
+        print(status.render(doc, alive=alive, directory=directory, now=datetime.now(UTC)))
+    return status.exit_code(doc, alive=alive)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guardian", description="Keeps a live trading bot's state sound and gates its start."
@@ -339,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the plan; change nothing"
     )
     add("gate", cmd_gate, "ExecStartPre= of the bot: heal, then allow (0) or refuse (1) the start")
+    add(
+        "run", cmd_run, "the daemon: watch the bot, heal and alert until stopped (systemd Type=notify)", json_flag=False
+    )
+    add("status", cmd_status, "what the daemon sees now, from its status file (exit as check; 3: not running)")
     add("validate-config", cmd_validate, "check the config and nothing else (exit 78 if invalid)")
     b = add("backups", cmd_backups, "list or restore the backups guardian keeps before changing a file")
     b.add_argument("action", choices=("list", "restore"))

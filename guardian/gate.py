@@ -6,9 +6,17 @@ the health score is at least ``thresholds.min_health_score``.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import os
+import time
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from guardian.fsutil import LockBusy, atomic_write, read_regular
 from guardian.heal import HealResult
 
 EXIT_ALLOW, EXIT_REFUSE = 0, 1
@@ -60,3 +68,58 @@ def decide(result: HealResult, *, mode: str, min_score: int) -> Decision:
             result,
         )
     return Decision(True, f"guardian gate: ALLOWED (real mode): no CRITICAL finding; {tail}", (), result)
+
+
+# --- The gate's decisions, counted for the daemon's metrics (guardian/daemon/metrics.py) ---
+
+GATE_FILE = "gate.json"
+
+
+def record_decision(directory: Path, *, allowed: bool, mode: str, reason: str, now: datetime) -> None:
+    """Count one decision in ``<directory>/gate.json``, with the last one and when each kind was last made.
+
+    The gate is its own process at every start of the bot, so the count is read, bumped and
+    rewritten (atomically) under an flock that every gate takes: two gates never lose a count.
+    A corrupt gate.json restarts the counts at 0, which Prometheus reads as a counter reset.
+    Raise OSError (LockBusy when the lock is held for over 5 s): the caller warns, the gate goes on.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / f"{GATE_FILE}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + 5.0
+        while True:  # bounded: a stuck holder must not hang the bot's ExecStartPre=
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockBusy(errno.EAGAIN, "held by another process for over 5s", str(lock)) from None
+                time.sleep(0.01)
+        data = read_decisions(directory)
+        kind = "allowed" if allowed else "refused"
+        counts = {
+            k: v if isinstance(v := data.get(k), int) and not isinstance(v, bool) and v >= 0 else 0
+            for k in ("allowed", "refused")
+        }
+        counts[kind] += 1
+        t = now.timestamp()
+        out = {
+            **counts,
+            "last": {"allowed": allowed, "mode": mode, "reason": reason, "ts": now.isoformat(), "t": t},
+            "last_allowed_t": data.get("last_allowed_t"),
+            "last_refused_t": data.get("last_refused_t"),
+            f"last_{kind}_t": t,
+        }
+        atomic_write(directory / GATE_FILE, json.dumps(out, indent=1).encode() + b"\n")
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def read_decisions(directory: Path) -> dict[str, Any]:
+    """The content of ``<directory>/gate.json``; {} when it is missing, unreadable or not a JSON object."""
+    try:
+        data = json.loads(read_regular(directory / GATE_FILE, max_bytes=1 << 20))
+    except (OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        return {}
+    return data if isinstance(data, dict) else {}

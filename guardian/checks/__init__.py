@@ -52,7 +52,6 @@ CHECKS: tuple[Check, ...] = (
     Check("trade_store", trade_store.check, needs_data=True),
     Check("liveness", processes.check_liveness, needs_data=False, daemon_only=True),
 )
-BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 
 
 def data_readable(ctx: Context) -> bool:
@@ -64,9 +63,7 @@ def run_check(check: Check, ctx: Context) -> tuple[list[Finding], Exception | No
     try:
         return list(check.run(ctx)), None
     except Exception as e:  # a bug or an unexpected OS error in one check must not hide the others
-        return [
-            unknown(f"check:{check.name}", f"check {check.name!r} failed: {type(e).__name__}: {e}", Level.HIGH)
-        ], e
+        return [unknown(f"check:{check.name}", f"check {check.name!r} failed: {type(e).__name__}: {e}", Level.HIGH)], e
 
 
 def run_checks(ctx: Context, *, daemon: bool = False) -> Report:

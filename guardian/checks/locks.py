@@ -76,6 +76,8 @@ def check(ctx: Context) -> Iterator[Finding]:
         if lock is None:
             continue
         subject = ctx.rel(path)
+        # The daemon watches these pids: a holder's death can make a lock stale with no file event.
+        ctx.memo.setdefault("lock_pids", set()).update((*lock.holders, *([lock.soft_owner] if lock.soft_owner else [])))
         if is_stale(ctx, lock):
             owner = f" (owner pid {lock.soft_owner} is dead)" if lock.soft_owner else ""
             yield Finding(

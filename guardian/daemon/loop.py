@@ -1,0 +1,480 @@
+"""The daemon's main loop: inotify events, timers, process exits and signals in; checks, heals,
+alerts, status, metrics and systemd notifications out.
+
+One thread does all the work. WATCHDOG=1 is sent from it after each turn, so a check that hangs
+stops the pings and systemd restarts guardian; no helper thread keeps a hung daemon looking alive.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from guardian import config as config_mod
+from guardian.alerts import Alert, Alerter
+from guardian.alerts.build import build_alerter
+from guardian.alerts.engine import engine_for, state_dir
+from guardian.checks import CHECKS, data_readable, run_check
+from guardian.checks.heartbeats import next_change, read_beats
+from guardian.config import Config, ConfigError
+from guardian.context import Context
+from guardian.daemon import status as status_mod
+from guardian.daemon.notify import Notifier
+from guardian.daemon.watch import ALL, Router, Watcher, real_path
+from guardian.heal import REMEDIES, heal
+from guardian.model import Finding, Level, Outcome, Report, health_score
+
+if TYPE_CHECKING:
+    from guardian.daemon.metrics import Metrics
+
+ALL_CHECKS = tuple(c.name for c in CHECKS)
+# Resetting a stale heartbeat is for a cold start, at the gate. At runtime a stale heartbeat is the
+# bot's to fix (or BOT_HUNG): resetting it would hide exactly what the operator must see.
+NOT_AT_RUNTIME = frozenset({"HEARTBEAT_STALE"})
+HEAL_CODES = frozenset({"STATE_UNRECOVERABLE", "HEAL_LOOP"})  # findings only a heal attempt raises
+PID_CHECKS = ("liveness", "processes", "locks")  # what a watched process's exit can change
+STATUS_EVERY = 1.0  # at most one status rewrite per second while only the time of the last check moves
+
+
+@dataclass
+class CheckState:
+    findings: list[Finding] = field(default_factory=list)
+    last_run: float = float("-inf")  # monotonic
+    duration: float = 0.0
+    runs: int = 0
+    errors: int = 0  # consecutive
+    backoff_until: float = 0.0  # monotonic
+    last_error: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Daemon:
+    def __init__(self, config_path: Path, cfg: Config) -> None:
+        self.config_path = config_path
+        self.cfg = cfg
+        self.notifier = Notifier()
+        self.checks = {name: CheckState() for name in ALL_CHECKS}
+        self.deferred: dict[str, float] = {}  # check -> time of its first event, waiting out `coalesce`
+        self.heal_findings: list[Finding] = []  # from the last heal attempt
+        self.config_error: Finding | None = None
+        self.last_key: frozenset[tuple[str, str, int]] | None = None
+        self.last_heal_key: frozenset[tuple[str, str]] = frozenset()
+        self.pidfds: dict[int, int] = {}  # pid -> pidfd, readable when the process exits
+        self.bot_pids: set[int] = set()
+        self.lock_pids: set[int] = set()
+        self.hb_deadline: float | None = None  # wall clock: a heartbeat crosses its threshold
+        self.next_sweep = 0.0
+        self.next_ping = 0.0
+        self.next_status = 0.0
+        self.signals: list[int] = []
+        self.lags: collections.deque[float] = collections.deque(maxlen=2000)
+        self.evaluations = 0
+        self.heal_counts: collections.Counter[str] = collections.Counter()
+        self.topology: tuple[Path | None, Path] | None = None
+        self.watch_problems: list[str] = []
+        self.started = _now()
+        self.last_check = self.started
+        self.last_sweep: datetime | None = None
+        self.state = "starting"
+        self.metrics: Metrics | None = None
+        self.alerter = Alerter([])
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals.append(signum)  # only a flag: the loop acts on it
+
+    def _configure(self) -> None:
+        """(Re)build what depends on the config: sinks, metrics, watches."""
+        ctx = Context(self.cfg)
+        self.alerter = build_alerter(ctx)
+        self.state_dir = state_dir(self.cfg)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        m = self.cfg.metrics
+        if m.textfile is not None or m.listen is not None:
+            from guardian.daemon.metrics import Metrics
+
+            self.metrics = Metrics(
+                bot=self.cfg.bot.unit, mode=self.cfg.bot.mode, textfile=m.textfile, listen=m.listen,
+                state_dir=self.state_dir,
+            )  # fmt: skip
+            try:
+                self.metrics.start()
+            except OSError as e:
+                print(f"guardian: warning: {e}", file=sys.stderr)
+            self.metrics.set_ready(self.state != "starting")
+        self.topology = None  # the next evaluation re-syncs the watches
+
+    def _resync(self, ctx: Context) -> bool:
+        """Move the watches to what ``ctx`` names; True when one was added."""
+        added, problems = self.watcher.sync(Router.for_context(ctx))
+        for p in set(problems) - set(self.watch_problems):
+            print(f"guardian: warning: {p}", file=sys.stderr)
+        self.watch_problems = problems
+        return added
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_fd = rfd
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.watcher = Watcher(wfd)
+        self.watcher.start()
+        try:
+            self._configure()
+            self.evaluate(dict.fromkeys(ALL_CHECKS), sweep=True)
+            self.state = "running"
+            self.write_status(force=True)  # before READY=1: whoever waits for it finds the status there
+            self.notifier.ready(self.summary())
+            if self.metrics is not None:
+                self.metrics.set_ready(True)
+            while True:
+                timeout = max(0.0, self._next_timer() - time.monotonic())
+                ready, _, _ = select.select([rfd, *self.pidfds.values()], [], [], timeout)
+                if rfd in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(rfd, 4096):
+                            pass
+                self._reap(ready)
+                if any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals):
+                    break
+                try:
+                    if signal.SIGHUP in self.signals:
+                        self.signals = [s for s in self.signals if s != signal.SIGHUP]
+                        self.reload()
+                    self.turn()
+                except Exception as e:  # a bug must not end the watch; it is reported and the loop goes on
+                    print(f"guardian: error in the main loop: {type(e).__name__}: {e}", file=sys.stderr)
+                self._ping()
+        finally:
+            self.shutdown()
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(rfd)
+            os.close(wfd)
+        return 0
+
+    def turn(self) -> None:
+        """Run whatever is due: events past their coalescing delay, timers, the sweep."""
+        now_m = time.monotonic()
+        for name, t0 in self.watcher.take().items():
+            self.deferred.setdefault(name, t0)
+        due: dict[str, float | None] = {}
+        sweep = now_m >= self.next_sweep
+        if sweep:
+            due = dict.fromkeys(ALL_CHECKS)
+        if self.hb_deadline is not None and time.time() >= self.hb_deadline:
+            self.hb_deadline = None
+            due.setdefault("heartbeats", None)
+            due.setdefault("liveness", None)
+        coalesce = self.cfg.daemon.coalesce
+        for name, t0 in list(self.deferred.items()):
+            if name == ALL:  # kept in `due` too: it asks evaluate() to move the watches
+                due.update({n: t0 for n in (*ALL_CHECKS, ALL) if due.get(n) is None})
+                del self.deferred[name]
+            elif now_m - self.checks[name].last_run >= coalesce:
+                due[name] = t0 if due.get(name) is None else due[name]
+                del self.deferred[name]
+        for name, st in self.checks.items():  # a check whose backoff ended runs again now
+            if st.errors and st.backoff_until <= now_m:
+                due.setdefault(name, None)
+        if due:
+            self.evaluate(due, sweep=sweep)
+        elif now_m >= self.next_status:
+            self.write_status()
+        if self.metrics is not None:
+            self.metrics.flush(time.time())
+
+    def _next_timer(self) -> float:
+        """The monotonic time of the next thing to do with no event: a sweep, a heartbeat crossing,
+        the end of a coalescing delay or of a backoff, a watchdog ping."""
+        now_m = time.monotonic()
+        times = [self.next_sweep]
+        if self.notifier.watchdog_interval:
+            times.append(self.next_ping)
+        if self.hb_deadline is not None:
+            times.append(now_m + (self.hb_deadline - time.time()))
+        coalesce = self.cfg.daemon.coalesce
+        times += [self.checks[n].last_run + coalesce for n in self.deferred if n != ALL]
+        if ALL in self.deferred:
+            times.append(now_m)
+        times += [st.backoff_until for st in self.checks.values() if st.errors]
+        return min(times)
+
+    def _ping(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval and time.monotonic() >= self.next_ping:
+            self.notifier.watchdog()
+            self.next_ping = time.monotonic() + interval
+
+    def _reap(self, ready: list[int]) -> None:
+        """A watched process exited: re-check what its death can change, as an event would."""
+        t = time.monotonic()
+        for pid, fd in list(self.pidfds.items()):
+            if fd in ready:
+                os.close(fd)
+                del self.pidfds[pid]
+                for name in PID_CHECKS:
+                    self.deferred.setdefault(name, t)
+
+    def _watch_pids(self) -> None:
+        want = (self.bot_pids | self.lock_pids) - {os.getpid()}
+        for pid in set(self.pidfds) - want:
+            os.close(self.pidfds.pop(pid))
+        for pid in sorted(want - set(self.pidfds))[:64]:
+            try:
+                self.pidfds[pid] = os.pidfd_open(pid)
+            except OSError:  # already gone: the checks that just ran saw it alive; look again
+                for name in PID_CHECKS:
+                    self.deferred.setdefault(name, time.monotonic())
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def _run(self, ctx: Context, names: set[str]) -> None:
+        readable = data_readable(ctx)
+        now_m = time.monotonic()
+        for check in CHECKS:
+            if check.name not in names:
+                continue
+            st = self.checks[check.name]
+            if check.needs_data and not readable:
+                st.findings = []  # the slot finding says why the data cannot be looked at
+                continue
+            if st.errors and st.backoff_until > now_m:
+                continue  # backing off: its last findings stand
+            t0 = time.perf_counter()
+            found, err = run_check(check, ctx)
+            st.duration = time.perf_counter() - t0
+            st.last_run, st.runs = now_m, st.runs + 1
+            if err is None:
+                st.findings, st.errors, st.last_error = found, 0, None
+            else:
+                # Its last findings stand (they must not resolve because it broke), plus the UNKNOWN.
+                st.errors += 1
+                st.backoff_until = now_m + min(2.0 ** (st.errors - 1), self.cfg.daemon.backoff_max)
+                st.last_error = f"{type(err).__name__}: {err}"
+                st.findings = [f for f in st.findings if f.subject != f"check:{check.name}"] + found
+                print(f"guardian: check {check.name} failed ({st.errors}x): {st.last_error}", file=sys.stderr)
+            if self.metrics is not None:
+                self.metrics.check_ran(check.name, st.duration, ok=err is None)
+        if "bot_processes" in ctx.__dict__:
+            self.bot_pids = {p.pid for p in ctx.bot_processes}
+        if "locks" in names:
+            self.lock_pids = set(ctx.memo.get("lock_pids", ()))
+        if names & {"heartbeats", "liveness"}:
+            self.hb_deadline = next_change(ctx)
+        self._watch_pids()
+
+    def findings(self) -> list[Finding]:
+        out = [f for name in ALL_CHECKS for f in self.checks[name].findings]
+        out += self.heal_findings
+        if self.config_error is not None:
+            out.append(self.config_error)
+        return out
+
+    def evaluate(self, due: dict[str, float | None], *, sweep: bool = False) -> None:
+        now = _now()
+        ctx = Context(self.cfg, now=now)
+        names = set(due)
+        topology = (ctx.slot.target, real_path(ctx.data))
+        if topology != self.topology or sweep or ALL in due:
+            if topology != self.topology and self.topology is not None:
+                names = set(ALL_CHECKS)  # the link moved: everything is about another slot now
+                self.alerter = build_alerter(ctx)
+            self.topology = topology
+            if self._resync(ctx):
+                names = set(ALL_CHECKS)  # a new watch saw nothing of what happened before it: look now
+        if "heartbeats" in names and not names >= {"liveness", "processes"}:
+            # A beat from a pid guardian does not know: a bot (re)started; look at the processes.
+            beat_pids = {b.pid for b in read_beats(ctx) if isinstance(b.pid, int)}
+            if beat_pids - self.bot_pids:
+                names |= {"liveness", "processes"}
+        self._run(ctx, names)
+        self.evaluations += 1
+        self.last_check = now
+        findings = self.findings()
+        key = frozenset((f.code, f.subject, int(f.level)) for f in findings)
+        if key != self.last_key or sweep:
+            self.act(now, findings, sweep=sweep)
+        done = time.monotonic()
+        for t0 in due.values():
+            if t0 is not None:
+                self.lags.append(done - t0)
+                if self.metrics is not None:
+                    self.metrics.event_lag(done - t0)
+        if sweep:
+            self.last_sweep = now
+            self.next_sweep = time.monotonic() + self.cfg.daemon.sweep
+            if self.metrics is not None:
+                self.metrics.sweep_done(now.timestamp())
+        changed = key != self.last_key
+        self.last_key = frozenset((f.code, f.subject, int(f.level)) for f in self.findings())
+        self.write_status(force=changed or sweep)
+
+    def act(self, now: datetime, findings: list[Finding], *, sweep: bool) -> None:
+        """Heal what is safe (as the gate does), then send what the alert engine says is new."""
+        healed: list[Alert] = []
+        with engine_for(self.cfg, now) as engine:
+            todo = [f for f in findings if f.recoverable and f.code in REMEDIES and f.code not in NOT_AT_RUNTIME]
+            heal_key = frozenset((f.code, f.subject) for f in todo)
+            if not todo:
+                self.heal_findings = []
+            elif self.cfg.daemon.heal and self.cfg.heal.enabled and (heal_key != self.last_heal_key or sweep):
+                base = [f for f in findings if f.code not in HEAL_CODES]
+                report = Report(tuple(base), _iso(now), self.cfg.bot.mode)
+                result = heal(self.cfg, now=now, before=report, budget=engine)
+                self.heal_findings = [f for f in result.after.findings if f.code in HEAL_CODES]
+                for a in result.actions:
+                    self.heal_counts[a.outcome.value] += 1
+                    if a.outcome is Outcome.HEALED:
+                        healed.append(Alert.from_finding(a.finding, event="healed", now=now, message=a.detail))
+                if self.metrics is not None:
+                    self.metrics.heal(result.actions)
+                if healed:  # look again at everything the repairs touched
+                    self._run(Context(self.cfg, now=now), set(ALL_CHECKS))
+                findings = self.findings()  # with what the attempt raised (STATE_UNRECOVERABLE, HEAL_LOOP)
+            self.last_heal_key = heal_key
+            if engine is None:
+                alerts = healed + [Alert.from_finding(f, event="firing", now=now) for f in findings]
+            else:
+                alerts = healed + engine.evaluate(findings)
+            for alert in alerts:  # sent before the state that says so is saved: a crash repeats, never loses
+                self.alerter.emit(alert)
+                if self.metrics is not None:
+                    self.metrics.alert_sent(alert.level, alert.event)
+        if self.metrics is not None:
+            self.metrics.set_findings(findings, score=health_score(findings))
+
+    # --- reload, status, shutdown -------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        self.state = "reloading"
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as e:
+            print(e.report(), file=sys.stderr)
+            print(f"guardian: reload refused: {self.config_path} is invalid; the running config stays", file=sys.stderr)
+            self.config_error = Finding(
+                "CONFIG_INVALID",
+                Level.HIGH,
+                str(self.config_path),
+                f"reload refused, the previous config stays in force: {'; '.join(e.problems[:3])}",
+                action=f"fix it (guardian --config {self.config_path} validate-config), then systemctl reload guardian",
+            )
+        else:
+            self.cfg, self.config_error = new, None
+            self._configure()
+            print(f"guardian: reloaded {self.config_path} (mode {new.bot.mode}, home {new.bot.home})", file=sys.stderr)
+        self.state = "running"
+        self.evaluate(dict.fromkeys(ALL_CHECKS), sweep=True)
+        self.notifier.ready(self.summary())
+
+    def summary(self) -> str:
+        line = status_mod.summary(self.findings(), self.last_check)
+        return f"{line}; CONFIG RELOAD REFUSED" if self.config_error else line
+
+    def status_doc(self) -> dict[str, Any]:
+        findings = self.findings()
+        lags = sorted(self.lags)
+
+        def pct(q: float) -> float | None:
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 2) if lags else None
+
+        import psutil
+
+        proc = psutil.Process()
+        mono = time.monotonic()
+        return {
+            "version": 1,
+            "pid": os.getpid(),
+            "process_started": proc.create_time(),
+            "state": self.state,
+            "config": str(self.config_path),
+            "config_error": self.config_error.message if self.config_error else None,
+            "mode": self.cfg.bot.mode,
+            "home": str(self.cfg.bot.home),
+            "slot": self.topology[0].name if self.topology and self.topology[0] else None,
+            "started_at": _iso(self.started),
+            "updated_at": _iso(_now()),
+            "last_check": _iso(self.last_check),
+            "last_sweep": _iso(self.last_sweep) if self.last_sweep else None,
+            "summary": self.summary(),
+            "score": health_score(findings),
+            "worst": status_mod.worst_level(findings),
+            "counts": status_mod.level_counts(findings),
+            "findings": [f.to_json() for f in sorted(findings, key=lambda f: -f.level)],
+            "checks": {
+                name: {
+                    "runs": st.runs,
+                    "duration_ms": round(st.duration * 1000, 3),
+                    "errors": st.errors,
+                    "last_error": st.last_error,
+                    "backoff_until": _iso(datetime.fromtimestamp(time.time() + st.backoff_until - mono, UTC))
+                    if st.errors
+                    else None,
+                }
+                for name, st in self.checks.items()
+            },
+            "heals": {k: self.heal_counts.get(k, 0) for k in ("healed", "failed", "refused")},
+            "events": {
+                "seen": self.watcher.events,
+                "evaluations": self.evaluations,
+                "lag_p50_ms": pct(0.5),
+                "lag_p99_ms": pct(0.99),
+                "watched": len(self.watcher.watched),
+                "watch_problems": self.watch_problems,
+            },
+            "watched_pids": sorted(self.pidfds),
+            "resources": {"rss_mb": round(proc.memory_info().rss / 2**20, 1), "fds": proc.num_fds()},
+        }
+
+    def write_status(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self.next_status:
+            return
+        self.next_status = time.monotonic() + STATUS_EVERY
+        self.notifier.status(self.summary())
+        try:
+            status_mod.write(self.state_dir, self.status_doc())
+        except OSError as e:
+            print(f"guardian: warning: cannot write status in {self.state_dir}: {e}", file=sys.stderr)
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.state = "stopped"
+        self.watcher.stop()
+        for fd in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
+        if self.metrics is not None:
+            self.metrics.set_ready(False)
+            self.metrics.close()
+        with contextlib.suppress(Exception):
+            self.write_status(force=True)
+
+
+def run(config_path: Path) -> int:
+    """``guardian run``: load the config (exit 78 if invalid) and watch until SIGTERM (exit 0)."""
+    cfg = config_mod.load(config_path)
+    return Daemon(config_path, cfg).run()

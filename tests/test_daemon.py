@@ -1,0 +1,376 @@
+"""`guardian run` as a real process: faults planted in a real tree, alerts read back from its JSONL
+log, and systemd's notify protocol received on a socket the test owns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardian.backups import BackupStore
+from guardian.config import load
+from guardian.demo import BotTree, default_open_position
+from tests.conftest import Result, write_json
+
+GUARDIAN = Path(sys.executable).with_name("guardian")
+WAIT = 15.0  # seconds a test waits for an event before it fails (never a fixed sleep)
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    alerts: Path
+    config: Path
+    state_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    def _drain(self, timeout: float) -> bool:
+        """Read what has arrived (waiting up to ``timeout`` for the first); True if anything did."""
+        n = len(self.notes)
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                self.notes.append(self.sock.recv(65536).decode())
+                self.sock.settimeout(0.0)
+        except (TimeoutError, BlockingIOError):
+            pass
+        return len(self.notes) > n
+
+    def wait_note(self, pred: Callable[[str], bool], *, after: int = 0) -> str:
+        """The first notify datagram (from index ``after``) that satisfies ``pred``."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            exited = self.proc.poll() is not None  # read before the last drain: what it sent is queued
+            for note in self.notes[after:]:
+                if pred(note):
+                    return note
+            if time.monotonic() > deadline or (exited and not self._drain(0.0)):
+                raise AssertionError(f"no such notification; got {self.notes[after:]!r}")
+            self._drain(0.2)
+
+    def read_alerts(self) -> list[dict[str, Any]]:
+        try:
+            return [json.loads(line) for line in self.alerts.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def wait_alert(self, code: str, event: str = "firing", subject: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT
+        while True:
+            for a in self.read_alerts():
+                if a["code"] == code and a["event"] == event and subject in (None, a["subject"]):
+                    return a
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                got = [(a["code"], a["event"]) for a in self.read_alerts()]
+                raise AssertionError(f"no {code} {event} alert; got {got}; stderr: {self.stderr()}")
+            time.sleep(0.01)
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
+        return doc
+
+    def wait_status(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                doc = self.status()
+                if pred(doc):
+                    return doc
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("status never matched")
+            time.sleep(0.01)
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, make_config: Callable[..., Path]) -> Iterator[Callable[..., Running]]:
+    """Start `guardian run` on a tree; it is stopped (by its pid) at teardown."""
+    started: list[Running] = []
+
+    def start(tree: BotTree, *, mode: str = "paper", extra: dict[str, Any] | None = None) -> Running:
+        # Test bots run outside any unit: in paper mode they would be killed as orphans.
+        merged: dict[str, Any] = {"heal": {"kill_orphans_in_paper": False}, "daemon": {"coalesce": "20ms"}}
+        for k, v in (extra or {}).items():
+            merged[k] = {**merged.get(k, {}), **v}
+        config = make_config(tree, mode=mode, extra=merged)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        name = f"guardian-test-{os.getpid()}-{time.monotonic_ns()}"
+        sock.bind("\0" + name)  # abstract: no path length limit, nothing left on disk
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "200000"}
+        env.pop("WATCHDOG_PID", None)
+        env.pop("STATE_DIRECTORY", None)
+        proc = subprocess.Popen(
+            [str(GUARDIAN), "--config", str(config), "run"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        r = Running(proc, sock, tree.alerts, config, load(config).guardian.state_dir)
+        started.append(r)
+        r.wait_note(lambda n: "READY=1" in n)
+        return r
+
+    yield start
+    for r in started:
+        if r.proc.poll() is None:
+            r.proc.kill()
+        r.proc.wait(timeout=10)
+        r.sock.close()
+
+
+@pytest.fixture
+def bot(run_bot: Callable[[Path], int], tree: BotTree) -> int:
+    """A running bot with a fresh heartbeat, so the daemon's picture starts without BOT_DOWN."""
+    pid = run_bot(tree.current_slot)
+    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": pid, "ts": time.time()})
+    return pid
+
+
+def save_atomically(path: Path, doc: Any) -> None:
+    """As a careful bot saves: a temp file renamed over the target."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+# --- systemd's notify protocol ------------------------------------------------------------------
+
+
+def test_ready_is_sent_after_the_first_check_with_a_status_line_then_watchdog_pings(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    ready = d.wait_note(lambda n: "READY=1" in n)
+    assert "STATUS=" in ready
+    status = d.status()
+    assert status["state"] == "running" and status["pid"] == d.proc.pid
+    assert status["checks"]["positions"]["runs"] >= 1  # the first full check ran before READY
+    first = d.notes.index(ready)
+    d.wait_note(lambda n: n == "WATCHDOG=1", after=first)
+    second = len(d.notes)
+    d.wait_note(lambda n: n == "WATCHDOG=1", after=second)  # and again: pings keep coming
+
+
+def test_sigterm_sends_stopping_and_exits_0_within_2_seconds(
+    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+) -> None:
+    d = daemon(tree)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=2) == 0
+    d.wait_note(lambda n: "STOPPING=1" in n)
+    assert d.status()["state"] == "stopped"
+    r = cli(d.config, "status")
+    assert r.code == 3 and "NOT RUNNING" in r.out
+
+
+def test_sighup_with_a_good_config_reloads_it(tree: BotTree, bot: int, daemon: Callable[..., Running]) -> None:
+    d = daemon(tree)
+    assert d.status()["mode"] == "paper"
+    text = d.config.read_text().replace('"mode": "paper"', '"mode": "real"')
+    assert text != d.config.read_text()
+    d.config.write_text(text)
+    mark = len(d.notes)
+    d.signal(signal.SIGHUP)
+    d.wait_note(lambda n: "RELOADING=1" in n, after=mark)
+    d.wait_note(lambda n: "READY=1" in n, after=mark)
+    assert d.wait_status(lambda s: s["mode"] == "real")["config_error"] is None
+
+
+def test_sighup_with_a_bad_config_keeps_the_old_one_and_says_so(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    d.config.write_text(d.config.read_text().replace('"mode": "paper"', '"mode": "paper", "moed": "real"'))
+    d.signal(signal.SIGHUP)
+    alert = d.wait_alert("CONFIG_INVALID")
+    assert "moed" in alert["message"] and "previous config stays" in alert["message"]
+    status = d.wait_status(lambda s: s["config_error"] is not None)
+    assert status["mode"] == "paper" and status["state"] == "running"
+    assert d.proc.poll() is None
+
+
+# --- faults, seen as they happen ----------------------------------------------------------------
+
+
+def test_a_corrupted_positions_file_is_alerted_and_its_bytes_are_kept(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    tree.positions.write_text('{"open_positions": [')
+    alert = d.wait_alert("STATE_FILE_CORRUPT", subject="logs/positions_futures.json")
+    assert alert["level"] == "HIGH"
+    # Its one open position cannot be salvaged: the repair is refused, loudly, and the bytes stay.
+    assert d.wait_alert("STATE_UNRECOVERABLE")["level"] == "CRITICAL"
+    assert tree.positions.read_text() == '{"open_positions": ['
+
+
+def test_an_atomic_save_that_adds_a_duplicate_position_is_seen_as_a_move(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    doc = json.loads(tree.positions.read_text())
+    doc["open_positions"].append({**doc["open_positions"][0], "id": "dup-1"})
+    save_atomically(tree.positions, doc)
+    alert = d.wait_alert("POSITION_CONFLICT")
+    assert alert["level"] == "CRITICAL" and alert["action_required"] is True
+
+
+def test_a_lock_left_by_a_killed_process_is_healed_with_a_backup(
+    tree: BotTree, bot: int, daemon: Callable[..., Running], spawn: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    d = daemon(tree, extra={"thresholds": {"lock_stale": 0}})
+    lock = tree.portfolio.with_name(tree.portfolio.name + ".lock")
+    ready = tmp_path / "holding"
+    code = (
+        "import filelock, pathlib, sys, time\n"
+        "lock = filelock.SoftFileLock(sys.argv[1]); lock.acquire()\n"
+        "pathlib.Path(sys.argv[2]).touch()\n"
+        "time.sleep(600)\n"
+    )
+    holder = spawn([sys.executable, "-c", code, str(lock), str(ready)], ready=ready)
+    d.wait_status(lambda s: holder.pid in s["watched_pids"])  # the daemon watches the live holder
+    holder.kill()
+    healed = d.wait_alert("LOCK_STALE", event="healed")
+    assert healed["subject"] == "logs/portfolio_futures.json.lock"
+    assert not lock.exists()
+    kept = BackupStore(tree.data, tree.backups).list()
+    assert [b.original for b in kept if b.reason == "stale-lock"] == ["logs/portfolio_futures.json.lock"]
+
+
+def test_a_bot_whose_heartbeat_stops_is_reported_hung_when_it_crosses_the_threshold(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree, extra={"thresholds": {"heartbeat_stale": "1s", "bot_start_grace": 0}})
+    d.wait_status(lambda s: s["summary"].startswith(("OK", "HIGH ORPHAN")))
+    hung = d.wait_alert("BOT_HUNG")
+    assert str(bot) in hung["message"]
+    # The daemon did not wait for a sweep (60 s): a timer fired at the crossing.
+    assert d.status()["last_sweep"] < hung["ts"]
+    # BOT_HUNG holds back the stale heartbeat alert, which says nothing new.
+    assert not [a for a in d.read_alerts() if a["code"] == "HEARTBEAT_STALE"]
+
+
+def test_a_bot_that_exits_is_reported_down_at_once(tree: BotTree, bot: int, daemon: Callable[..., Running]) -> None:
+    d = daemon(tree)
+    d.wait_status(lambda s: bot in s["watched_pids"])
+    os.kill(bot, signal.SIGKILL)
+    down = d.wait_alert("BOT_DOWN")
+    assert down["level"] == "HIGH" and "1 open position(s)" in down["message"]
+    assert d.status()["last_sweep"] < down["ts"]  # seen by its exit, not by the next sweep
+
+
+def test_a_heartbeat_of_a_just_started_bot_is_not_stale_within_the_grace_period(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot, "ts": 0})
+    d = daemon(tree, extra={"thresholds": {"bot_start_grace": "10m"}})
+    assert "HEARTBEAT_STALE" not in {f["code"] for f in d.status()["findings"]}
+    assert "BOT_HUNG" not in {f["code"] for f in d.status()["findings"]}
+
+
+def test_a_flipped_link_is_seen_and_the_watches_follow_it_to_the_new_slot(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    blue = tree.slots_dir / "blue"
+    tmp_link = tree.home / "trading-bot-current.new"
+    tmp_link.symlink_to(blue.relative_to(tree.home))
+    subprocess.run(["mv", "-T", str(tmp_link), str(tree.current_link)], check=True)  # as a deploy script flips
+    mismatch = d.wait_alert("SLOT_MISMATCH")
+    assert "blue" in mismatch["message"]
+    assert d.wait_alert("STALE_CODE")["level"] == "CRITICAL"  # the bot still runs from green
+    d.wait_status(lambda s: s["slot"] == "blue")
+    (blue / "logs" / "positions_futures.json").write_text("{")  # a fault in the new slot is seen too
+    d.wait_alert("STATE_FILE_CORRUPT")
+
+
+def test_a_burst_of_saves_is_coalesced_and_the_last_one_is_always_looked_at(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree, extra={"daemon": {"coalesce": "100ms"}})
+    before = d.status()["events"]["evaluations"]
+    doc = json.loads(tree.positions.read_text())
+    saves = 300
+    for i in range(saves - 1):
+        doc["open_positions"][0]["stop_loss"] = 49000.0 - i
+        save_atomically(tree.positions, doc)
+    doc["open_positions"].append({**doc["open_positions"][0], "id": "dup-1"})
+    save_atomically(tree.positions, doc)  # the last save of the burst holds the fault
+    d.wait_alert("POSITION_CONFLICT")
+    events = d.wait_status(lambda s: s["events"]["seen"] >= saves)["events"]
+    assert 1 <= events["evaluations"] - before < saves // 3, events
+
+
+def test_a_check_that_raises_is_reported_and_backed_off_while_the_others_go_on(
+    tree: BotTree, cfg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guardian import checks
+    from guardian.context import Context
+    from guardian.daemon import loop
+
+    def broken(ctx: Context) -> list[Any]:
+        raise RuntimeError("boom")
+
+    patched = tuple(checks.Check(c.name, broken, c.needs_data) if c.name == "wal" else c for c in checks.CHECKS)
+    monkeypatch.setattr(loop, "CHECKS", patched)
+    d = loop.Daemon(Path("unused.yaml"), cfg)
+    d._run(Context(cfg), {"wal", "positions"})
+    wal = d.checks["wal"]
+    assert wal.errors == 1 and wal.backoff_until > time.monotonic()
+    assert [f.subject for f in wal.findings] == ["check:wal"]
+    assert d.checks["positions"].runs == 1 and d.checks["positions"].errors == 0
+    runs = wal.runs
+    d._run(Context(cfg), {"wal"})  # within its backoff: not run again
+    assert wal.runs == runs and wal.errors == 1
+
+
+def test_guardian_status_prints_the_daemons_findings_and_exits_as_check_does(
+    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+) -> None:
+    d = daemon(tree, mode="real")
+    doc = json.loads(tree.positions.read_text())
+    doc["open_positions"].append(default_open_position(datetime.now(UTC), id="dup-1"))
+    save_atomically(tree.positions, doc)
+    d.wait_alert("POSITION_CONFLICT")
+    r = cli(d.config, "status")
+    assert r.code == 2, r.out
+    assert "running" in r.out and "POSITION_CONFLICT" in r.out
+    j = cli(d.config, "status", "--json").json()
+    assert j["running"] is True and j["status"]["worst"] == "CRITICAL"
+
+
+def test_guardian_status_without_any_daemon_says_so_with_exit_3(
+    tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result]
+) -> None:
+    r = cli(make_config(tree), "status")
+    assert r.code == 3 and "NOT RUNNING" in r.out and "no status" in r.out
+
+
+def test_an_invalid_config_stops_run_with_exit_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bot: {home: /nonexistent, mode: fast}\n")
+    r = subprocess.run(
+        [str(GUARDIAN), "--config", str(bad), "run"], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 78 and "bot.mode" in r.stderr and "Traceback" not in r.stderr
