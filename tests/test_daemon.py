@@ -374,3 +374,14 @@ def test_an_invalid_config_stops_run_with_exit_78(tmp_path: Path) -> None:
         [str(GUARDIAN), "--config", str(bad), "run"], check=False, capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 78 and "bot.mode" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bot_not_yet_running_when_the_daemon_starts_is_reported_down_only_after_the_grace(
+    tree: BotTree, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree, extra={"thresholds": {"bot_start_grace": "1s"}})
+    assert "BOT_DOWN" not in {f["code"] for f in d.status()["findings"]}  # at boot the bot starts after guardian
+    down = d.wait_alert("BOT_DOWN")
+    started = datetime.fromisoformat(d.status()["started_at"].replace("Z", "+00:00"))
+    fired = datetime.fromisoformat(down["ts"].replace("Z", "+00:00"))
+    assert (fired - started).total_seconds() >= 1.0  # by the grace timer, not by an event

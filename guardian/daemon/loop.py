@@ -90,6 +90,10 @@ class Daemon:
         self.topology: tuple[Path | None, Path] | None = None
         self.watch_problems: list[str] = []
         self.started = _now()
+        # guardian.service and the bot start together at boot: a bot not running yet is not down
+        # until it has been seen once, or the start-up grace has passed.
+        self.bot_seen = False
+        self.boot_grace_until = time.monotonic() + cfg.thresholds.bot_start_grace
         self.last_check = self.started
         self.last_sweep: datetime | None = None
         self.state = "starting"
@@ -144,7 +148,10 @@ class Daemon:
         self.watcher.start()
         try:
             self._configure()
-            self.evaluate(dict.fromkeys(ALL_CHECKS), sweep=True)
+            try:
+                self.evaluate(dict.fromkeys(ALL_CHECKS), sweep=True)
+            except Exception as e:  # reported; the loop retries at its sweep
+                print(f"guardian: error in the first check: {type(e).__name__}: {e}", file=sys.stderr)
             self.state = "running"
             self.write_status(force=True)  # before READY=1: whoever waits for it finds the status there
             self.notifier.ready(self.summary())
@@ -184,6 +191,9 @@ class Daemon:
         sweep = now_m >= self.next_sweep
         if sweep:
             due = dict.fromkeys(ALL_CHECKS)
+        if self.boot_grace_until and now_m >= self.boot_grace_until:  # a bot never seen is now down
+            self.boot_grace_until = 0.0
+            due.setdefault("liveness", None)
         if self.hb_deadline is not None and time.time() >= self.hb_deadline:
             self.hb_deadline = None
             due.setdefault("heartbeats", None)
@@ -220,6 +230,8 @@ class Daemon:
         if ALL in self.deferred:
             times.append(now_m)
         times += [st.backoff_until for st in self.checks.values() if st.errors]
+        if self._booting():
+            times.append(self.boot_grace_until)
         return min(times)
 
     def _ping(self) -> None:
@@ -280,14 +292,21 @@ class Daemon:
                 self.metrics.check_ran(check.name, st.duration, ok=err is None)
         if "bot_processes" in ctx.__dict__:
             self.bot_pids = {p.pid for p in ctx.bot_processes}
+            self.bot_seen = self.bot_seen or bool(self.bot_pids)
         if "locks" in names:
             self.lock_pids = set(ctx.memo.get("lock_pids", ()))
         if names & {"heartbeats", "liveness"}:
             self.hb_deadline = next_change(ctx)
         self._watch_pids()
 
+    def _booting(self) -> bool:
+        return not self.bot_seen and time.monotonic() < self.boot_grace_until
+
     def findings(self) -> list[Finding]:
-        out = [f for name in ALL_CHECKS for f in self.checks[name].findings]
+        booting = self._booting()
+        out = [
+            f for name in ALL_CHECKS for f in self.checks[name].findings if not (booting and f.code == "BOT_DOWN")
+        ]
         out += self.heal_findings
         if self.config_error is not None:
             out.append(self.config_error)
