@@ -385,3 +385,24 @@ def test_a_bot_not_yet_running_when_the_daemon_starts_is_reported_down_only_afte
     started = datetime.fromisoformat(d.status()["started_at"].replace("Z", "+00:00"))
     fired = datetime.fromisoformat(down["ts"].replace("Z", "+00:00"))
     assert (fired - started).total_seconds() >= 1.0  # by the grace timer, not by an event
+
+
+def test_the_daemon_exports_its_findings_to_a_prometheus_textfile(
+    tree: BotTree, bot: int, daemon: Callable[..., Running], tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    prom = tmp_path / "textfile" / "guardian.prom"
+    prom.parent.mkdir()
+    d = daemon(tree, extra={"metrics": {"textfile": str(prom)}})
+    tree.positions.write_text("{")
+    d.wait_alert("STATE_FILE_CORRUPT")
+    d.signal(signal.SIGTERM)  # the last textfile is written at the stop, whatever the flush interval
+    assert d.proc.wait(timeout=5) == 0
+    samples = {
+        (s.name, s.labels.get("code"), s.labels.get("level")): s.value
+        for fam in text_string_to_metric_families(prom.read_text())
+        for s in fam.samples
+    }
+    assert samples[("guardian_findings", "STATE_FILE_CORRUPT", "HIGH")] == 1
+    assert samples[("guardian_up", None, None)] == 0  # stopped cleanly
