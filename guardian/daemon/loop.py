@@ -271,7 +271,9 @@ class Daemon:
                 continue
             st = self.checks[check.name]
             if check.needs_data and not readable:
-                st.findings = []  # the slot finding says why the data cannot be looked at
+                # The slot finding says why the data cannot be looked at; a backoff about data that
+                # is not there any more would only keep the loop waking.
+                st.findings, st.errors = [], 0
                 continue
             if st.errors and st.backoff_until > now_m:
                 continue  # backing off: its last findings stand
