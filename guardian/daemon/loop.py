@@ -306,9 +306,7 @@ class Daemon:
 
     def findings(self) -> list[Finding]:
         booting = self._booting()
-        out = [
-            f for name in ALL_CHECKS for f in self.checks[name].findings if not (booting and f.code == "BOT_DOWN")
-        ]
+        out = [f for name in ALL_CHECKS for f in self.checks[name].findings if not (booting and f.code == "BOT_DOWN")]
         out += self.heal_findings
         if self.config_error is not None:
             out.append(self.config_error)
