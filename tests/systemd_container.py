@@ -29,10 +29,15 @@ BOOT_TARGET = "guardian-proof.target"
 # What the container inherits from the test's environment: how pip reaches an index, nothing else.
 PASSED_ENV = ("PIP_", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "http_proxy", "https_proxy", "no_proxy")
 
-# Runs as root in a private mount namespace (unshare --mount): $1 scratch dir, $2 boot target, $3 lifetime.
+# Where the container sees the checkout: bound read-only at a fixed path, since the checkout may sit where
+# the container's own mounts hide it (a clone under /tmp, which the container's systemd mounts afresh).
+SOURCE = "/usr/src/guardian"
+
+# Runs as root in a private mount namespace (unshare --mount): $1 scratch dir, $2 boot target, $3 lifetime,
+# $4 the checkout.
 BOOT_SCRIPT = r"""
 set -eu
-scratch=$1 target=$2 lifetime=$3
+scratch=$1 target=$2 lifetime=$3 checkout=$4
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 guardian-proof "$scratch"
 mkdir "$scratch/upper" "$scratch/work" "$scratch/merged"
@@ -45,7 +50,8 @@ Requires=basic.target
 After=basic.target
 EOF
 exec timeout --kill-after=10 "$lifetime" \
-    systemd-nspawn -D "$scratch/merged" --register=no --keep-unit -b --quiet -- "--unit=$target"
+    systemd-nspawn -D "$scratch/merged" --register=no --keep-unit -b --quiet \
+    "--bind-ro=$checkout:/usr/src/guardian" -- "--unit=$target"
 """
 
 
@@ -133,16 +139,28 @@ class Container:
         self.pid = 0  # the container's systemd, as the host sees it
 
     @classmethod
-    def boot(cls, *, lifetime: float = 900, timeout: float = 90) -> Container:
-        """Boot a container and wait until its systemd is up (running or degraded); return it.
-
-        ``lifetime`` bounds the container even if this process dies without shutting it down.
+    def boot(cls, checkout: Path, *, lifetime: float = 900, timeout: float = 90) -> Container:
+        """Boot a container, with ``checkout`` at SOURCE inside, and wait until its systemd is up (running
+        or degraded); return it. ``lifetime`` bounds the container even if this process dies without
+        shutting it down.
         """
         scratch = Path(tempfile.mkdtemp(prefix="guardian-proof-"))
         fd, log_name = tempfile.mkstemp(prefix="guardian-proof-", suffix=".log")
         with os.fdopen(fd, "wb") as log:
             proc = subprocess.Popen(
-                ["unshare", "--mount", "--", "sh", "-c", BOOT_SCRIPT, "boot", str(scratch), BOOT_TARGET, str(lifetime)],
+                [
+                    "unshare",
+                    "--mount",
+                    "--",
+                    "sh",
+                    "-c",
+                    BOOT_SCRIPT,
+                    "boot",
+                    str(scratch),
+                    BOOT_TARGET,
+                    str(lifetime),
+                    str(checkout),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

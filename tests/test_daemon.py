@@ -74,7 +74,9 @@ class Running:
                     return a
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 got = [(a["code"], a["event"]) for a in self.read_alerts()]
-                raise AssertionError(f"no {code} {event} alert; got {got}; stderr: {self.stderr()}")
+                raise AssertionError(
+                    f"no {code} {event} alert; got {got}; stderr: {self.stderr()}; status: {self.status_text()}"
+                )
             time.sleep(0.01)
 
     def status(self) -> dict[str, Any]:
@@ -91,8 +93,14 @@ class Running:
             except (OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError("status never matched")
+                raise AssertionError(f"status never matched; last: {self.status_text()}")
             time.sleep(0.01)
+
+    def status_text(self) -> str:
+        try:
+            return (self.state_dir / "status.json").read_text()[:3000]
+        except OSError as e:
+            return str(e)
 
     def stderr(self) -> str:
         if self.proc.poll() is None:
@@ -318,7 +326,8 @@ def test_a_burst_of_saves_is_coalesced_and_the_last_one_is_always_looked_at(
     doc["open_positions"].append({**doc["open_positions"][0], "id": "dup-1"})
     save_atomically(tree.positions, doc)  # the last save of the burst holds the fault
     d.wait_alert("POSITION_CONFLICT")
-    events = d.wait_status(lambda s: s["events"]["seen"] >= saves)["events"]
+    # watchdog drops an event equal to the one queued before it, so `seen` may be below `saves`.
+    events = d.wait_status(lambda s: s["worst"] == "CRITICAL")["events"]
     assert 1 <= events["evaluations"] - before < saves // 3, events
 
 
@@ -353,6 +362,7 @@ def test_guardian_status_prints_the_daemons_findings_and_exits_as_check_does(
     doc["open_positions"].append(default_open_position(datetime.now(UTC), id="dup-1"))
     save_atomically(tree.positions, doc)
     d.wait_alert("POSITION_CONFLICT")
+    d.wait_status(lambda s: s["worst"] == "CRITICAL")  # the status is written just after the alerts
     r = cli(d.config, "status")
     assert r.code == 2, r.out
     assert "running" in r.out and "POSITION_CONFLICT" in r.out

@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 
 from guardian.demo import build_bot_tree, default_open_position, iso_z
-from tests.systemd_container import Container, poll, prerequisites
+from tests.systemd_container import SOURCE, Container, poll, prerequisites
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+INSTALL = f"{SOURCE}/scripts/install.sh"  # the checkout as the container sees it
 GUARDIAN = "/opt/guardian/bin/guardian"
 BOT_USER = "tradingbot"
 CONFIG = "/etc/guardian/guardian.yaml"
@@ -184,7 +185,7 @@ def host() -> Iterator[Host]:
     reason = prerequisites()
     if reason:
         pytest.skip(reason)
-    c = Container.boot()
+    c = Container.boot(REPO)
     try:
         c.run(
             "useradd",
@@ -203,7 +204,7 @@ def host() -> Iterator[Host]:
         for unit in ("tradingbot.service", "tradingbot@.service"):
             c.write(f"/etc/systemd/system/{unit}", (REPO / "systemd" / unit).read_text())
         # No --user: the installer takes the owner of the bot's data root, the bot's own user.
-        install = ["bash", str(REPO / "scripts" / "install.sh"), "--mode", "real"]
+        install = ["bash", INSTALL, "--mode", "real"]
         c.run(*install, timeout=600)
         c.run(*install, "--instance", "alpha", timeout=600)
         c.run(*install, "--instance", "beta", timeout=600)
@@ -534,7 +535,7 @@ def test_the_sandbox_lets_guardian_repair_the_slots_and_keep_its_state_but_write
 def test_the_installer_refuses_a_python_under_root_that_the_service_cannot_reach(host: Host) -> None:
     if not sys.base_prefix.startswith(("/root/", "/home/")):
         pytest.skip(f"the tests' Python lives in {sys.base_prefix}, not under /root or /home")
-    done = host.c.run("bash", str(REPO / "scripts" / "install.sh"), "--python", sys.executable, check=False)
+    done = host.c.run("bash", INSTALL, "--python", sys.executable, check=False)
     assert done.returncode != 0
     assert "which the service cannot reach" in done.stderr
 
@@ -549,7 +550,7 @@ def test_running_the_installer_again_keeps_the_config_and_leaves_the_units_as_th
         CONFIG,
     ]
     before = {p: c.path(p).read_bytes() for p in installed}
-    done = c.run("bash", str(REPO / "scripts" / "install.sh"), "--mode", "paper", timeout=600)
+    done = c.run("bash", INSTALL, "--mode", "paper", timeout=600)
     assert f"kept {CONFIG}" in done.stdout
     assert {p: c.path(p).read_bytes() for p in installed} == before
     assert c.run("readlink", "/usr/local/bin/guardian").stdout.strip() == GUARDIAN
@@ -564,7 +565,7 @@ def test_uninstall_removes_what_the_installer_installed_and_keeps_config_state_a
     (c.path(f"{SINGLE.data}/logs/backups") / "positions_futures.json.20261121T000000Z.heal.bak").write_text("{}")
     kept = [CONFIG, ALPHA.config, f"{STATE}/alerts.json", f"{SINGLE.data}/logs/backups"]
 
-    c.run("bash", str(REPO / "scripts" / "install.sh"), "--uninstall", timeout=120)
+    c.run("bash", INSTALL, "--uninstall", timeout=120)
     for unit in (SINGLE.guardian, ALPHA.guardian, BETA.guardian):
         assert c.show(unit, "LoadState")["LoadState"] == "not-found"
     for gone in (
