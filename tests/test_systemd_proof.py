@@ -535,7 +535,9 @@ def test_the_sandbox_lets_guardian_repair_the_slots_and_keep_its_state_but_write
 def test_the_installer_refuses_a_python_under_root_that_the_service_cannot_reach(host: Host) -> None:
     if not sys.base_prefix.startswith(("/root/", "/home/")):
         pytest.skip(f"the tests' Python lives in {sys.base_prefix}, not under /root or /home")
-    done = host.c.run("bash", INSTALL, "--python", sys.executable, check=False)
+    # The base interpreter itself: a venv's link may sit in a checkout the container cannot see (/tmp).
+    python = str(Path(sys.executable).resolve())
+    done = host.c.run("bash", INSTALL, "--python", python, check=False)
     assert done.returncode != 0
     assert "which the service cannot reach" in done.stderr
 
