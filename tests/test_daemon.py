@@ -73,6 +73,11 @@ class Running:
                 if a["code"] == code and a["event"] == event and subject in (None, a["subject"]):
                     return a
             if time.monotonic() > deadline or self.proc.poll() is not None:
+                if self.proc.poll() is None:  # where it is: faulthandler prints every thread's stack
+                    self.signal(signal.SIGUSR1)
+                    time.sleep(0.5)
+                    self.proc.kill()
+                    self.proc.wait()
                 got = [(a["code"], a["event"]) for a in self.read_alerts()]
                 raise AssertionError(
                     f"no {code} {event} alert; got {got}; stderr: {self.stderr()}; status: {self.status_text()}"
@@ -416,3 +421,21 @@ def test_the_daemon_exports_its_findings_to_a_prometheus_textfile(
     }
     assert samples[("guardian_findings", "STATE_FILE_CORRUPT", "HIGH")] == 1
     assert samples[("guardian_up", None, None)] == 0  # stopped cleanly
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_loop(
+    tree: BotTree, bot: int, daemon: Callable[..., Running]
+) -> None:
+    d = daemon(tree)
+    # The test reads no more notifications: after max_dgram_qlen pings (WATCHDOG=1 every 0.1 s) the
+    # socket's queue is full. The loop must drop what does not fit and go on: its status (rewritten
+    # once a second while idle) keeps moving, and a fault is still seen.
+    qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    started = datetime.fromisoformat(d.status()["started_at"].replace("Z", "+00:00"))
+
+    def age(s: dict[str, Any]) -> float:
+        return (datetime.fromisoformat(s["updated_at"].replace("Z", "+00:00")) - started).total_seconds()
+
+    d.wait_status(lambda s: age(s) > (qlen + 5) * 0.1)
+    tree.positions.write_text("{")
+    d.wait_alert("STATE_FILE_CORRUPT")

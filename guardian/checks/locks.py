@@ -15,6 +15,8 @@ from guardian.context import Context
 from guardian.model import Finding, Level
 from guardian.probes import pid_alive, read_lock_holders, soft_lock_owner
 
+SETTLING = 2.0  # seconds a new, still empty lock file is looked at again
+
 
 @dataclass(frozen=True)
 class LockState:
@@ -76,8 +78,12 @@ def check(ctx: Context) -> Iterator[Finding]:
         if lock is None:
             continue
         subject = ctx.rel(path)
-        # The daemon watches these pids: a holder's death can make a lock stale with no file event.
-        ctx.memo.setdefault("lock_pids", set()).update((*lock.holders, *([lock.soft_owner] if lock.soft_owner else [])))
+        # The daemon watches the live holders: a holder's death can make a lock stale with no file event.
+        ctx.memo.setdefault("lock_pids", set()).update(lock.holders)
+        if not lock.holders and lock.soft_owner is None and lock.age < SETTLING:
+            # Just created and not yet holding its owner's pid (a soft lock writes it after creating the
+            # file and may keep it open, so no close event follows): the daemon looks again shortly.
+            ctx.memo["locks_settling"] = True
         if is_stale(ctx, lock):
             owner = f" (owner pid {lock.soft_owner} is dead)" if lock.soft_owner else ""
             yield Finding(

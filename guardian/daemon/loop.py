@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import faulthandler
 import os
 import select
 import signal
@@ -144,6 +145,7 @@ class Daemon:
         old_wakeup = signal.set_wakeup_fd(wfd)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where is it stuck?
         self.watcher = Watcher(wfd)
         self.watcher.start()
         try:
@@ -297,6 +299,8 @@ class Daemon:
             self.bot_seen = self.bot_seen or bool(self.bot_pids)
         if "locks" in names:
             self.lock_pids = set(ctx.memo.get("lock_pids", ()))
+            if ctx.memo.get("locks_settling"):
+                self.deferred.setdefault("locks", time.monotonic())
         if names & {"heartbeats", "liveness"}:
             self.hb_deadline = next_change(ctx)
         self._watch_pids()

@@ -16,6 +16,10 @@ class Notifier:
             import sdnotify
 
             self._n = sdnotify.SystemdNotifier()
+            if self._n.socket is not None:
+                # As sd_notify(3) does: never wait on a receiver that is not reading (its queue full).
+                # A dropped message is sdnotify's to ignore; a daemon blocked in send() is a hung one.
+                self._n.socket.setblocking(False)
         self.watchdog_interval = self._watchdog_interval()
         self._last_status: str | None = None
 
