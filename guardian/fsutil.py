@@ -92,12 +92,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, like: os.stat_result | None = None) -> None:
+def atomic_write(path: Path, data: bytes, *, like: os.stat_result | None = None, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     Temp file in the same directory, fsync, rename over the target, fsync of the directory: a crash
     at any point leaves either the old file or the new one, never a mix. Refuses to write through a
-    symlink. The new file takes the mode and owner of ``like`` (by default the file it replaces).
+    symlink. The new file takes the mode and owner of ``like`` (by default the file it replaces;
+    0644 for a new one). ``durable=False`` skips the fsyncs, for files guardian rewrites every few
+    seconds (status, metrics) where a flush stalled behind the bot's writes would only add lag.
     """
     old = lstat_or_none(path)
     if old is not None and not stat.S_ISREG(old.st_mode):
@@ -116,7 +118,8 @@ def atomic_write(path: Path, data: bytes, *, like: os.stat_result | None = None)
                     os.fchown(fd, like.st_uid, like.st_gid)
             else:
                 os.fchmod(fd, 0o644)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -124,7 +127,8 @@ def atomic_write(path: Path, data: bytes, *, like: os.stat_result | None = None)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def lock_path(path: Path) -> Path:

@@ -8,8 +8,6 @@ host, each with its own textfile, stay apart. Example alerting rules: contrib/pr
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import threading
 import time
@@ -22,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from guardian.fsutil import atomic_write
 from guardian.model import Finding, HealAction, Outcome
 
 if TYPE_CHECKING:
@@ -204,7 +203,8 @@ class Metrics:
                 return
             self._last_flush = now
             try:
-                _write(self.textfile, self.render())
+                # Atomic (node_exporter never reads half a file; the temp name does not end in .prom).
+                atomic_write(self.textfile, self.render(), durable=False)
             except OSError as e:
                 problem = f"{type(e).__name__}: {e}"
                 if problem != self._warned:
@@ -230,28 +230,3 @@ class Metrics:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically: node_exporter never reads half a file.
-
-    The temp name is hidden and does not end in .prom, so the textfile collector never reads it.
-    No fsync: the file is rewritten every few seconds, and an fsync can stall for long behind the
-    bot's own writes, which would show as event lag. 0644 whatever the umask: node_exporter runs
-    as another user.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

@@ -8,7 +8,6 @@ restart, and a status that costs a disk flush per bot save would not be worth ha
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,11 +33,10 @@ def summary(findings: Sequence[Finding], checked_at: datetime) -> str:
 
 
 def write(directory: Path, doc: Mapping[str, Any]) -> None:
+    from guardian.fsutil import atomic_write
+
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STATUS_FILE
-    tmp = directory / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(directory / STATUS_FILE, (json.dumps(doc, indent=1, default=str) + "\n").encode(), durable=False)
 
 
 def read(directory: Path) -> dict[str, Any] | None:
