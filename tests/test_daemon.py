@@ -282,6 +282,9 @@ def test_a_bot_whose_heartbeat_stops_is_reported_hung_when_it_crosses_the_thresh
     assert d.status()["last_sweep"] < hung["ts"]
     # BOT_HUNG holds back the stale heartbeat alert, which says nothing new.
     assert not [a for a in d.read_alerts() if a["code"] == "HEARTBEAT_STALE"]
+    # The same bot beats again: resolved by that event, not at the next sweep (60 s, beyond WAIT).
+    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot, "ts": time.time() + 5})
+    d.wait_alert("BOT_HUNG", event="resolved")
 
 
 def test_a_bot_that_exits_is_reported_down_at_once(tree: BotTree, bot: int, daemon: Callable[..., Running]) -> None:

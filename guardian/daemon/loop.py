@@ -26,13 +26,14 @@ from guardian.alerts import Alert, Alerter
 from guardian.alerts.build import build_alerter
 from guardian.alerts.engine import engine_for, state_dir
 from guardian.checks import CHECKS, data_readable, run_check
+from guardian.checks.base import unknown
 from guardian.checks.heartbeats import next_change, read_beats
 from guardian.config import Config, ConfigError
 from guardian.context import Context
 from guardian.daemon import status as status_mod
 from guardian.daemon.notify import Notifier
 from guardian.daemon.watch import ALL, Router, Watcher, real_path
-from guardian.heal import REMEDIES, heal
+from guardian.heal import REMEDIES, HealResult, heal, remedy_for
 from guardian.model import Finding, Level, Outcome, Report, health_score
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ class Daemon:
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        # Every remedy now, not at its first use: an upgrade in place must not mix old and new modules.
+        for code in REMEDIES:
+            remedy_for(code)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_fd = rfd
         old_wakeup = signal.set_wakeup_fd(wfd)
@@ -333,6 +337,8 @@ class Daemon:
             beat_pids = {b.pid for b in read_beats(ctx) if isinstance(b.pid, int)}
             if beat_pids - self.bot_pids:
                 names |= {"liveness", "processes"}
+            elif self.checks["liveness"].findings:
+                names.add("liveness")  # a hung bot beating again: BOT_HUNG resolves now, not at the sweep
         self._run(ctx, names)
         self.evaluations += 1
         self.last_check = now
@@ -366,8 +372,16 @@ class Daemon:
             elif self.cfg.daemon.heal and self.cfg.heal.enabled and (heal_key != self.last_heal_key or sweep):
                 base = [f for f in findings if f.code not in HEAL_CODES]
                 report = Report(tuple(base), _iso(now), self.cfg.bot.mode)
-                result = heal(self.cfg, now=now, before=report, budget=engine)
-                self.heal_findings = [f for f in result.after.findings if f.code in HEAL_CODES]
+                try:
+                    result = heal(self.cfg, now=now, before=report, budget=engine)
+                except Exception as e:  # a broken remedy must not silence the alerts below
+                    print(f"guardian: heal failed: {type(e).__name__}: {e}", file=sys.stderr)
+                    result = HealResult(report, report, (), False)
+                    self.heal_findings = [
+                        unknown("heal", f"runtime heal raised {type(e).__name__}: {e}; nothing was healed", Level.HIGH)
+                    ]
+                else:
+                    self.heal_findings = [f for f in result.after.findings if f.code in HEAL_CODES]
                 for a in result.actions:
                     self.heal_counts[a.outcome.value] += 1
                     if a.outcome is Outcome.HEALED:

@@ -112,7 +112,7 @@ class Router:
         r.ignored_dirs.add(under_data(ctx.backups_dir))
         return r
 
-    def route(self, path: Path, *, is_dir: bool) -> frozenset[str]:
+    def route(self, path: Path, *, is_dir: bool, kind: str = "") -> frozenset[str]:
         if path in self.ignored or path.parent in self.ignored_dirs or path in self.ignored_dirs:
             return frozenset()
         hit = self.files.get(path)
@@ -120,7 +120,10 @@ class Router:
             return hit
         name = path.name
         if name.endswith(".lock"):
-            if path.parent in self.lock_dirs or path.parent == self.heartbeats:
+            # A lock file appearing or going (a soft lock, or a stale one removed) is news; its being
+            # opened and closed at every save of a flock-style bot is not, and reading /proc/locks
+            # that often stalls (the kernel's RCU waits).
+            if kind != "closed" and (path.parent in self.lock_dirs or path.parent == self.heartbeats):
                 return frozenset({"locks"})
             return frozenset()
         if path.parent == self.heartbeats:
@@ -187,7 +190,7 @@ class Watcher(FileSystemEventHandler):
         paths = [event.src_path, *([event.dest_path] if event.dest_path else [])]
         due: set[str] = set()
         for p in paths:
-            due |= router.route(Path(os.fsdecode(p)), is_dir=event.is_directory)
+            due |= router.route(Path(os.fsdecode(p)), is_dir=event.is_directory, kind=event.event_type)
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
             due.add(ALL if any(Path(os.fsdecode(p)) in router.dirs for p in paths) else "directories")
         if not due:
