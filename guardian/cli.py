@@ -81,7 +81,9 @@ def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False, json
         if engine is None:
             alerts += [Alert.from_finding(f, event="firing", now=now) for f in result.after.findings]
         else:
-            alerts += engine.evaluate(result.after.findings)
+            from guardian.checks.processes import LIVENESS_CODES
+
+            alerts += engine.evaluate(result.after.findings, unseen=LIVENESS_CODES)
     alerter = build_alerter(Context(cfg, now=now), stdout_free=not json_out)
     for alert in alerts:
         alerter.emit(alert)

@@ -545,8 +545,6 @@ def save(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-@pytest.mark.xfail(strict=True, reason="guardian bug: an unfinished WAL entry is CRITICAL at once, even while the "
-                   "live bot is still doing that operation")  # fmt: skip
 def test_an_operation_the_live_bot_has_in_flight_is_not_reported_as_a_mid_trade_crash(
     tree: BotTree, tmp_path: Path, procs: Procs
 ) -> None:
@@ -561,8 +559,6 @@ def test_an_operation_the_live_bot_has_in_flight_is_not_reported_as_a_mid_trade_
     assert [a for a in daemon.alerts() if a["code"] == "WAL_INCOMPLETE"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="guardian bug: the moment between the bot's positions save and its portfolio "
-                   "save is CRITICAL STATE_MISMATCH")  # fmt: skip
 def test_the_moment_between_a_live_bots_positions_save_and_its_portfolio_save_is_not_a_state_mismatch(
     tree: BotTree, tmp_path: Path, procs: Procs
 ) -> None:
@@ -581,8 +577,6 @@ def test_the_moment_between_a_live_bots_positions_save_and_its_portfolio_save_is
     assert [a for a in daemon.alerts() if a["code"] == "STATE_MISMATCH"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="guardian bug: a one-shot heal judges the shared alert state complete and "
-                   "resolves BOT_DOWN/BOT_HUNG, which only the daemon checks")  # fmt: skip
 def test_a_one_shot_heal_beside_the_daemon_does_not_resolve_the_bot_down_only_the_daemon_can_see(
     tree: BotTree, tmp_path: Path, procs: Procs
 ) -> None:

@@ -167,8 +167,12 @@ class Engine:
         quiet spell does not keep it held."""
         return len(self._recent(rec)) <= self.cfg.flap_changes // 2
 
-    def evaluate(self, findings: Iterable[Finding], *, complete: bool = True) -> list[Alert]:
-        """The alerts to send for this look. ``complete``: every check ran, so an absent finding has resolved."""
+    def evaluate(
+        self, findings: Iterable[Finding], *, complete: bool = True, unseen: frozenset[str] = frozenset()
+    ) -> list[Alert]:
+        """The alerts to send for this look. ``complete``: every check ran, so an absent finding has resolved,
+        except one whose code is in ``unseen``: a code this look cannot raise (a one-shot run does not
+        run the daemon's checks), which keeps the state another look gave it."""
         out: list[Alert] = []
         current = {fingerprint(f.code, f.subject): f for f in findings}
         inhibited = {t for code in {f.code for f in current.values()} for t in INHIBITS.get(code, ())}
@@ -195,7 +199,7 @@ class Engine:
                 rec.last_sent = self.t
         if complete:
             for fp, rec in self.state.records.items():
-                if not rec.firing or fp in current:
+                if not rec.firing or fp in current or rec.code in unseen:
                     continue
                 rec.firing = False
                 flap = self._change(rec)

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from guardian.context import BotProcess, Context
 from guardian.model import Finding, Level
 
+# What only the daemon's liveness check raises: a one-shot run, which does not run it, cannot resolve them.
+LIVENESS_CODES = frozenset({"BOT_DOWN", "BOT_HUNG"})
+
 
 def check(ctx: Context) -> Iterator[Finding]:
     current = ctx.slot.name

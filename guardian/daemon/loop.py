@@ -45,6 +45,10 @@ ALL_CHECKS = tuple(c.name for c in CHECKS)
 NOT_AT_RUNTIME = frozenset({"HEARTBEAT_STALE"})
 HEAL_CODES = frozenset({"STATE_UNRECOVERABLE", "HEAL_LOOP"})  # findings only a heal attempt raises
 PID_CHECKS = ("liveness", "processes", "locks")  # what a watched process's exit can change
+# What a live bot passes through between two writes of one operation (a WAL entry pending until the
+# trade is done; the positions saved, the portfolio not yet): reported once it outlasts SETTLE.
+SETTLING = frozenset({"STATE_MISMATCH", "WAL_INCOMPLETE"})
+SETTLE = 5.0
 STATUS_EVERY = 1.0  # at most one status rewrite per second while only the time of the last check moves
 
 
@@ -82,6 +86,8 @@ class Daemon:
         self.bot_pids: set[int] = set()
         self.lock_pids: set[int] = set()
         self.hb_deadline: float | None = None  # wall clock: a heartbeat crosses its threshold
+        self.settling: dict[tuple[str, str], float] = {}  # finding key -> monotonic time first seen
+        self.settle_deadline: float | None = None
         self.next_sweep = 0.0
         self.next_ping = 0.0
         self.next_status = 0.0
@@ -200,6 +206,10 @@ class Daemon:
         if self.boot_grace_until and now_m >= self.boot_grace_until:  # a bot never seen is now down
             self.boot_grace_until = 0.0
             due.setdefault("liveness", None)
+        if self.settle_deadline is not None and now_m >= self.settle_deadline:
+            self.settle_deadline = None
+            due.setdefault("positions", None)
+            due.setdefault("wal", None)
         if self.hb_deadline is not None and time.time() >= self.hb_deadline:
             self.hb_deadline = None
             due.setdefault("heartbeats", None)
@@ -231,6 +241,8 @@ class Daemon:
             times.append(self.next_ping)
         if self.hb_deadline is not None:
             times.append(now_m + (self.hb_deadline - time.time()))
+        if self.settle_deadline is not None:
+            times.append(self.settle_deadline)
         coalesce = self.cfg.daemon.coalesce
         times += [self.checks[n].last_run + coalesce for n in self.deferred if n != ALL]
         if ALL in self.deferred:
@@ -308,13 +320,24 @@ class Daemon:
         if names & {"heartbeats", "liveness"}:
             self.hb_deadline = next_change(ctx)
         self._watch_pids()
+        current = {f.key for st in self.checks.values() for f in st.findings if f.code in SETTLING}
+        self.settling = {k: self.settling.get(k, now_m) for k in current} if self.bot_pids else {}
+        pending = [t0 + SETTLE for t0 in self.settling.values() if t0 + SETTLE > now_m]
+        self.settle_deadline = min(pending, default=None)
 
     def _booting(self) -> bool:
         return not self.bot_seen and time.monotonic() < self.boot_grace_until
 
     def findings(self) -> list[Finding]:
         booting = self._booting()
-        out = [f for name in ALL_CHECKS for f in self.checks[name].findings if not (booting and f.code == "BOT_DOWN")]
+        now_m = time.monotonic()
+        out = [
+            f
+            for name in ALL_CHECKS
+            for f in self.checks[name].findings
+            if not (booting and f.code == "BOT_DOWN")
+            and not (f.code in SETTLING and now_m - self.settling.get(f.key, now_m - SETTLE) < SETTLE)
+        ]
         out += self.heal_findings
         if self.config_error is not None:
             out.append(self.config_error)
