@@ -44,6 +44,7 @@ ALL_CHECKS = tuple(c.name for c in CHECKS)
 # bot's to fix (or BOT_HUNG): resetting it would hide exactly what the operator must see.
 NOT_AT_RUNTIME = frozenset({"HEARTBEAT_STALE"})
 HEAL_CODES = frozenset({"STATE_UNRECOVERABLE", "HEAL_LOOP"})  # findings only a heal attempt raises
+FIRST = ("slot",)  # after a link flip, the check whose answer is sent before the others run
 PID_CHECKS = ("liveness", "processes", "locks")  # what a watched process's exit can change
 # What a live bot passes through between two writes of one operation (a WAL entry pending until the
 # trade is done; the positions saved, the portfolio not yet): reported once it outlasts SETTLE.
@@ -362,6 +363,15 @@ class Daemon:
                 names |= {"liveness", "processes"}
             elif self.checks["liveness"].findings:
                 names.add("liveness")  # a hung bot beating again: BOT_HUNG resolves now, not at the sweep
+        if "slot" in names and len(names) > len(FIRST) and not sweep:
+            # A flipped link: say so first (a few ms), then look at everything else (tens of ms).
+            self._run(ctx, set(FIRST))
+            first = self.findings()
+            first_key = frozenset((f.code, f.subject, int(f.level)) for f in first)
+            if first_key != self.last_key:
+                self.act(now, first, sweep=False, heal_now=False)
+                self.last_key = first_key
+            names -= set(FIRST)
         self._run(ctx, names)
         self.evaluations += 1
         self.last_check = now
@@ -384,7 +394,7 @@ class Daemon:
         self.last_key = frozenset((f.code, f.subject, int(f.level)) for f in self.findings())
         self.write_status(force=changed or sweep)
 
-    def act(self, now: datetime, findings: list[Finding], *, sweep: bool) -> None:
+    def act(self, now: datetime, findings: list[Finding], *, sweep: bool, heal_now: bool = True) -> None:
         """Heal what is safe (as the gate does), then send what the alert engine says is new."""
         healed: list[Alert] = []
         with engine_for(self.cfg, now) as engine:
@@ -392,7 +402,12 @@ class Daemon:
             heal_key = frozenset((f.code, f.subject) for f in todo)
             if not todo:
                 self.heal_findings = []
-            elif self.cfg.daemon.heal and self.cfg.heal.enabled and (heal_key != self.last_heal_key or sweep):
+            elif (
+                heal_now
+                and self.cfg.daemon.heal
+                and self.cfg.heal.enabled
+                and (heal_key != self.last_heal_key or sweep)
+            ):
                 base = [f for f in findings if f.code not in HEAL_CODES]
                 report = Report(tuple(base), _iso(now), self.cfg.bot.mode)
                 try:
@@ -414,7 +429,8 @@ class Daemon:
                 if healed:  # look again at everything the repairs touched
                     self._run(Context(self.cfg, now=now), set(ALL_CHECKS))
                 findings = self.findings()  # with what the attempt raised (STATE_UNRECOVERABLE, HEAL_LOOP)
-            self.last_heal_key = heal_key
+            if heal_now:
+                self.last_heal_key = heal_key
             if engine is None:
                 alerts = healed + [Alert.from_finding(f, event="firing", now=now) for f in findings]
             else:
