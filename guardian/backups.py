@@ -105,12 +105,19 @@ class BackupStore:
     def newest_for(self, original: Path) -> builtins.list[Path]:
         """Backups that may hold ``original``'s content (guardian's or the bot's own), newest first."""
         rel = str(original.relative_to(self.root)) if original.is_relative_to(self.root) else original.name
-        prefixes = (rel.replace("/", "__"), original.stem)
+        mine = rel.replace("/", "__")
+
+        def holds(name: str) -> bool:
+            # guardian's own backup names the exact file it kept: that of `<file>.lock` is not one of
+            # `<file>`; anything else is the bot's own, named after the file.
+            m = _NAME.match(name)
+            return m["orig"] == mine if m else name.startswith((mine, original.stem))
+
         try:
             files = [
                 Path(e.path)
                 for e in os.scandir(self.dir)
-                if e.is_file(follow_symlinks=False) and e.name != MANIFEST and e.name.startswith(prefixes)
+                if e.is_file(follow_symlinks=False) and e.name != MANIFEST and holds(e.name)
             ]
         except OSError:
             return []

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -192,14 +194,17 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration like 300, '300s', '5m' or '2h'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("must be a duration like 300, '300s', '5m' or '2h', got a number too large") from None
     else:
-        m = _DURATION.match(str(value))
+        m = _DURATION.match(value) if isinstance(value, str) else None
         if not m:
-            raise ValueError(f"must be a duration like 300, '300s', '5m' or '2h', got {value!r}")
+            raise ValueError(f"must be a duration like 300, '300s', '5m' or '2h', got {_show(value)}")
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    if seconds < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
+    if seconds < 0 or math.isnan(seconds):
+        raise ValueError(f"must not be negative or NaN, got {_show(value)}")
     return seconds
 
 
@@ -257,7 +262,7 @@ class _Builder:
         if origin is Literal:
             if value not in args:
                 choices = " or ".join(repr(a) for a in args)
-                self.problem(path, f"must be {choices}, got {value!r}")
+                self.problem(path, f"must be {choices}, got {_show(value)}")
             return value
         if origin is tuple:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -266,20 +271,30 @@ class _Builder:
             return tuple(value)
         if tp is bool:
             if not isinstance(value, bool):
-                self.problem(path, f"must be true or false, got {value!r}")
+                self.problem(path, f"must be true or false, got {_show(value)}")
             return value
         if tp is int or tp is float:
+            if isinstance(value, float) and not math.isfinite(value):
+                self.problem(path, f"must be a finite number, got {_show(value)}")
+                return 0
+            if isinstance(value, int) and not isinstance(value, bool) and tp is float and abs(value) > 2**1023:
+                self.problem(path, "must be a number of a sane size")
+                return 0
             if isinstance(value, bool) or not isinstance(value, int | float) or (tp is int and value != int(value)):
-                self.problem(path, f"must be {'an integer' if tp is int else 'a number'}, got {value!r}")
+                self.problem(path, f"must be {'an integer' if tp is int else 'a number'}, got {_show(value)}")
                 return 0
             if value < 0:
-                self.problem(path, f"must not be negative, got {value!r}")
+                self.problem(path, f"must not be negative, got {_show(value)}")
             return tp(value)
         if tp is Path:
             if not isinstance(value, str) or not value:
                 self.problem(path, f"must be a path, got {_kind(value)}")
                 return Path()
-            p = Path(value).expanduser()
+            try:
+                p = Path(value).expanduser()
+            except RuntimeError as e:  # ~name of a user this host does not know
+                self.problem(path, f"cannot expand {_show(value)}: {e}")
+                return Path()
             return p if p.is_absolute() else (self.base_dir / p)
         if tp is str:
             if not isinstance(value, str):
@@ -289,7 +304,16 @@ class _Builder:
 
 
 def _kind(value: object) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), repr(value))
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value)) or _show(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+
+
+def _show(value: object) -> str:
+    """A value for a problem message: short, and safe for YAML nested thousands deep."""
+    return _REPR.repr(value)
 
 
 def _semantic_checks(cfg: Config, b: _Builder) -> None:
@@ -333,6 +357,8 @@ def parse(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
         raise ConfigError(source, [f"YAML syntax error at {where}: {e.problem}"]) from None
     except yaml.YAMLError as e:
         raise ConfigError(source, [f"YAML error: {e}"]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # a value YAML's own constructors reject
+        raise ConfigError(source, [f"YAML value error: {type(e).__name__}: {e}"]) from None
     b = _Builder(base_dir or Path.cwd())
     if data is None:
         data = {}

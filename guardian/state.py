@@ -145,16 +145,19 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
     hook = _today_hook(today)
     try:
-        doc = msgspec.json.Decoder(_PositionsDoc, dec_hook=hook).decode(raw)
-    except msgspec.ValidationError as e:
-        return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
-    except msgspec.DecodeError as e:
-        try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
-            doc = msgspec.convert(decode_any(raw), _PositionsDoc, dec_hook=hook)
-        except msgspec.ValidationError as e2:
-            return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e2)), None
-        except msgspec.DecodeError:
-            return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
+        try:
+            doc = msgspec.json.Decoder(_PositionsDoc, dec_hook=hook).decode(raw)
+        except msgspec.ValidationError as e:
+            return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports invalid UTF-8 as the latter
+            try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
+                doc = msgspec.convert(decode_any(raw), _PositionsDoc, dec_hook=hook)
+            except msgspec.ValidationError as e2:
+                return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e2)), None
+            except msgspec.DecodeError:
+                return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
+    except RecursionError:  # valid JSON, perhaps, but nested deeper than any decoder here goes
+        return Loaded(path, FileState.UNREADABLE, "is nested too deep to read", size=size), None
     del raw
     missing = tuple(
         k
@@ -202,6 +205,8 @@ def load_json_object(path: Path, *, required: tuple[str, ...], max_bytes: int) -
         obj = decode_any(raw)
     except msgspec.DecodeError as e:
         return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw))
+    except RecursionError:
+        return Loaded(path, FileState.UNREADABLE, "is nested too deep to read", size=len(raw))
     if not isinstance(obj, dict):
         return Loaded(path, FileState.MALFORMED, f"holds {type(obj).__name__}, not an object", missing_keys=required)
     missing = tuple(k for k in required if k not in obj)
@@ -215,7 +220,7 @@ def load_open_positions(path: Path, *, max_bytes: int) -> list[dict[str, Any]] |
     try:
         raw = read_regular(path, max_bytes=max_bytes)
         return list(msgspec.json.decode(raw, type=_OpenOnlyDoc).open_positions)
-    except (OSError, msgspec.MsgspecError):
+    except (OSError, msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -224,7 +229,7 @@ def load_closed_ids(path: Path, *, max_bytes: int) -> set[str] | None:
     try:
         raw = read_regular(path, max_bytes=max_bytes)
         doc = msgspec.json.decode(raw, type=_ClosedIdsDoc)
-    except (OSError, msgspec.MsgspecError):
+    except (OSError, msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None
     return {str(c.id) for c in doc.closed_positions if c.id is not None}
 
@@ -239,6 +244,8 @@ def decode_any(raw: bytes) -> Any:
     Raise msgspec.DecodeError when neither parses."""
     try:
         return msgspec.json.decode(raw)
+    except UnicodeDecodeError as e:  # msgspec's answer to invalid UTF-8 in a string: not JSON either
+        raise msgspec.DecodeError(f"invalid UTF-8 ({e.reason} at byte {e.start})") from None
     except msgspec.DecodeError:
         if not _NON_FINITE.search(raw):
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from guardian.model import UNKNOWN, Finding, Level
 
@@ -33,8 +33,15 @@ def ago(seconds: float) -> str:
     return f"{s / 86400:.0f} d"
 
 
+def finite_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number that is a float's worth: an integer past a float's range is no balance or price."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < 2**1023 if isinstance(value, int) else math.isfinite(value)
+
+
 def positive_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def position_label(p: dict[str, Any], index: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from guardian.checks.base import position_label, positive_number, unknown
+from guardian.checks.base import finite_number, position_label, positive_number, unknown
 from guardian.context import Context
 from guardian.model import Finding, Level
 from guardian.state import FileState, load_json_object
@@ -16,7 +16,7 @@ def check_limits(ctx: Context) -> Iterator[Finding]:
     if positions is None or not pf.ok:
         return  # the state-file check reports why; limits need both
     balance = pf.data.get("balance")
-    if not isinstance(balance, int | float) or isinstance(balance, bool):
+    if not finite_number(balance):
         yield unknown(ctx.rel(ctx.portfolio_path), f"balance is {balance!r}, not a number: limits cannot be checked")
         return
     lim = ctx.cfg.limits

@@ -42,7 +42,9 @@ def check(ctx: Context) -> Iterator[Finding]:
             continue
         label = position_label(p, i)
         yield from _judge(ctx, p, label)
-        groups[(p.get("symbol"), p.get("direction"))].append(label)
+        key = (p.get("symbol"), p.get("direction"))
+        if not any(isinstance(v, list | dict) for v in key):  # unhashable: POSITION_INVALID above says so
+            groups[key].append(label)
         if p.get("id") is not None:
             ids[str(p["id"])] += 1
     for (symbol, direction), labels in groups.items():

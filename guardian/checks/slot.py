@@ -84,7 +84,7 @@ def check_config_drift(ctx: Context) -> Iterator[Finding]:
             continue
         try:
             msgspec.json.decode(raw)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:  # invalid UTF-8 is the second
             yield _drift(rel, f"{rel} in slot {current.name!r} does not parse: {e}")
     prev = previous_slot(ctx)
     if prev is None:
@@ -112,7 +112,7 @@ def _read_json(path: Path) -> object:
         return ("unreadable", str(path))
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return raw  # compare bytes: still tells equal from different
 
 

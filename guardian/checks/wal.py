@@ -27,7 +27,7 @@ class _Entry(msgspec.Struct):
 def _decode_entry(decoder: msgspec.json.Decoder[_Entry], line: bytes) -> _Entry:
     try:
         return decoder.decode(line)
-    except msgspec.DecodeError:  # perhaps a NaN in its data, as Python's json writes it
+    except (msgspec.DecodeError, UnicodeDecodeError):  # perhaps a NaN in its data, as Python's json writes it
         return msgspec.convert(decode_any(line), _Entry)
 
 
@@ -51,7 +51,7 @@ def check(ctx: Context) -> Iterator[Finding]:
             continue
         try:
             entry = _decode_entry(decoder, line)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             if n == len(lines):  # no newline after it: the bot died while appending this entry
                 yield Finding(
                     "WAL_INCOMPLETE",
@@ -68,9 +68,13 @@ def check(ctx: Context) -> Iterator[Finding]:
             continue
         last[str(entry.id)] = entry
     for op_id, entry in last.items():
-        if entry.status in FINISHED:
+        if isinstance(entry.status, str) and entry.status in FINISHED:
             continue
-        state = entry.status if entry.status in UNFINISHED else f"unknown status {entry.status!r}"
+        state = (
+            entry.status
+            if isinstance(entry.status, str) and entry.status in UNFINISHED
+            else f"unknown status {entry.status!r:.60}"
+        )
         yield Finding(
             "WAL_INCOMPLETE",
             Level.CRITICAL,

@@ -106,6 +106,21 @@ def _slot_guard(ctx: Context, report: Report) -> str | None:
     return f"{bad[0].code}: nothing is healed inside a slot that is not the deployed bot's" if bad else None
 
 
+def _escapes(ctx: Context, f: Finding) -> str | None:
+    """Why a remedy for ``f`` would write outside the bot's tree, if it would: a directory on its
+    way (or the backups directory) is a symlink out of the home and the data root. As root,
+    writing through it could change any file on the host."""
+    rel = f.context.get("file") if f.code == "HEARTBEAT_STALE" else f.subject
+    if f.code == "ORPHAN_PROCESS" or not isinstance(rel, str):
+        return None
+    roots = (ctx.home.resolve(), ctx.data.resolve())
+    for d in ((ctx.data / rel).parent, ctx.backups_dir):
+        real = d.resolve()
+        if not any(real.is_relative_to(r) for r in roots):
+            return f"{ctx.rel(d)} leads to {real}, outside the bot's tree: nothing is written through it"
+    return None
+
+
 class Budget(Protocol):
     """Limits how often one remedy may run on one subject (the alert engine keeps the count)."""
 
@@ -127,7 +142,6 @@ def heal(
     before = before or run_checks(ctx)
     h = HealContext(ctx, BackupStore(ctx.data, ctx.backups_dir), dry_run)
     guard = _slot_guard(ctx, before)
-    actions: list[HealAction] = []
     positions = ctx.rel(ctx.positions_path)
 
     def rank(f: Finding) -> tuple[int, bool]:
@@ -136,26 +150,35 @@ def heal(
             return (_ORDER["STATE_FILE_MISSING"], f.subject != positions)
         return (_ORDER[f.code], False)
 
-    todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=rank)
-    for f in todo:
+    def attempt(f: Finding) -> HealAction:
         if guard and f.code != "ORPHAN_PROCESS":
-            actions.append(refused(f, guard))
-            continue
+            return refused(f, guard)
         if not cfg.heal.enabled:
-            actions.append(refused(f, "self-heal is disabled (heal.enabled: false)"))
-            continue
+            return refused(f, "self-heal is disabled (heal.enabled: false)")
+        if escape := _escapes(ctx, f):
+            return refused(f, escape)
         if budget is not None and not dry_run and not budget.heal_allowed(f.code, f.subject):
             from guardian.alerts.engine import heal_loop_finding
 
             h.extra_findings.append(heal_loop_finding(f.code, f.subject, cfg.alerts))
-            actions.append(refused(f, "heal budget spent: it keeps coming back (HEAL_LOOP)"))
-            continue
+            return refused(f, "heal budget spent: it keeps coming back (HEAL_LOOP)")
         try:
-            actions.append(remedy_for(f.code)(h, f))
+            return remedy_for(f.code)(h, f)
         except LockBusy as e:
-            actions.append(failed(f, f"the bot holds {e.filename}: not written"))
+            return failed(f, f"the bot holds {e.filename}: not written")
         except OSError as e:
-            actions.append(failed(f, f"{type(e).__name__}: {e}"))
+            return failed(f, f"{type(e).__name__}: {e}")
+
+    todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=rank)
+    actions = [attempt(f) for f in todo if f.code == "ORPHAN_PROCESS"]
+    if any(a.outcome is Outcome.HEALED and a.stat == "orphans_killed" for a in actions):
+        # A young bot process hides stale heartbeats (its start-up grace): with the orphans ended
+        # they show, and are healed now, not by the next heal.
+        from guardian.checks import heartbeats
+
+        seen = {f.key for f in todo}
+        todo += [f for f in heartbeats.check(Context(cfg, now=ctx.now)) if f.recoverable and f.key not in seen]
+    actions += [attempt(f) for f in todo if f.code != "ORPHAN_PROCESS"]
     if dry_run or not any(a.outcome is Outcome.HEALED for a in actions):
         # Nothing was changed: the first look stands (and a healthy gate reads the state once).
         after = Report(before.findings + tuple(h.extra_findings), before.checked_at, before.mode)

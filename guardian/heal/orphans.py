@@ -3,9 +3,36 @@ mode it is only reported: killing a process that may be mid-trade is the operato
 
 from __future__ import annotations
 
-from guardian.context import Context
+from pathlib import Path
+
+from guardian.context import BotProcess, Context
 from guardian.heal.base import HealContext, failed, planned, refused
 from guardian.model import Finding, HealAction, Outcome
+
+
+def _script(cmdline: tuple[str, ...]) -> str | None:
+    """The script an interpreter runs: its first argument that is not an option; none with -c or -m,
+    where what follows is the code's own arguments (``python -m json.tool FILE``)."""
+    args = iter(cmdline[1:])
+    for a in args:
+        if a.startswith(("-c", "-m")):
+            return None
+        if a in ("-W", "-X"):  # options that take a value
+            next(args, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def runs_bot_code(p: BotProcess, home: Path) -> bool:
+    """The bot, not a tool that reads the bot's files: its cwd, or the script it runs, is in the home."""
+    if p.cwd and Path(p.cwd).is_relative_to(home):
+        return True
+    script = _script(p.cmdline)
+    try:
+        return script is not None and (Path(p.cwd or "/") / script).resolve().is_relative_to(home)
+    except (OSError, RuntimeError):
+        return False
 
 
 def heal_orphan(h: HealContext, f: Finding) -> HealAction:
@@ -22,6 +49,8 @@ def heal_orphan(h: HealContext, f: Finding) -> HealAction:
         return HealAction(f, Outcome.HEALED, f"orphan pid {pid} already gone", stat=None)
     if still.in_unit:
         return refused(f, f"pid {pid} now belongs to {h.ctx.cfg.bot.unit}: not killed")
+    if not runs_bot_code(still, h.ctx.home.resolve()):
+        return refused(f, f"pid {pid} only names a path in the bot's home; its cwd and script lie outside: not killed")
     try:
         proc = psutil.Process(pid)
         proc.terminate()

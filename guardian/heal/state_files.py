@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from guardian.alerts import iso
-from guardian.checks.base import position_key
+from guardian.checks.base import finite_number, position_key
 from guardian.fsutil import atomic_write, bot_lock, read_regular
 from guardian.heal.base import HealContext, planned, refused
 from guardian.model import Finding, HealAction, Level, Outcome
@@ -43,13 +43,16 @@ def _decode(raw: bytes | None) -> Any:
         return None
     try:
         return decode_any(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 
 
 def salvage_array(raw: bytes, key: str) -> tuple[list[Any], bool]:
     """The elements of ``"key": [...]`` that parse from a corrupt file, and whether the array closed."""
-    text = raw.decode("utf-8", "replace")
+    text = raw.decode("utf-8", "surrogateescape")  # invalid bytes stay visible, never replaced
     m = re.search(rf'"{re.escape(key)}"\s*:\s*\[', text)
     if not m:
         return [], False
@@ -64,10 +67,13 @@ def salvage_array(raw: bytes, key: str) -> tuple[list[Any], bool]:
         if text[i] == "]":
             return items, True
         try:
-            obj, i = dec.raw_decode(text, i)
-        except ValueError:
+            obj, end = dec.raw_decode(text, i)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json goes
+            return items, False
+        if _ESCAPED.search(text, i, end):  # invalid UTF-8 in it: it cannot be carried over unchanged
             return items, False
         items.append(obj)
+        i = end
 
 
 def _newest_good_positions(h: HealContext) -> tuple[Path, list[dict[str, Any]]] | None:
@@ -134,6 +140,11 @@ def plan_positions(h: HealContext, loaded: Loaded, raw: bytes | None) -> Plan:
     return Plan(candidate, how or "repaired")
 
 
+def _may_hold_balance(backup: Path) -> bool:
+    """An empty backup (a heal cut short after keeping an empty file) holds no balance to lose."""
+    return load_json_object(backup, required=(), max_bytes=1 << 20).state not in (FileState.EMPTY, FileState.MISSING)
+
+
 def plan_portfolio(h: HealContext, loaded: Loaded, raw: bytes | None) -> Plan:
     st = loaded.state
     if st is FileState.OK:
@@ -145,15 +156,16 @@ def plan_portfolio(h: HealContext, loaded: Loaded, raw: bytes | None) -> Plan:
     n_open = len(positions.open) if positions is not None else None
     obj = _decode(raw) if st is FileState.MALFORMED else None
     balance: Any = None
-    if isinstance(obj, dict) and isinstance(obj.get("balance"), int | float):
+    # A finite number only: true, NaN, 1e999 or a 400-digit integer is no balance (and would be written as null).
+    if isinstance(obj, dict) and finite_number(obj.get("balance")):
         balance = obj["balance"]
     elif st is FileState.CORRUPT and raw is not None:
         m = re.search(rb'"balance"\s*:\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)', raw)
-        balance = float(m.group(1)) if m else None
+        balance = float(m.group(1)) if m and finite_number(float(m.group(1))) else None
     if balance is None:
         if st in (FileState.CORRUPT, FileState.MALFORMED):
             return Plan(None, "", refusal="its balance cannot be read or salvaged")
-        if h.store.newest_for(h.ctx.portfolio_path):
+        if any(_may_hold_balance(b) for b in h.store.newest_for(h.ctx.portfolio_path)):
             return Plan(
                 None,
                 "",
@@ -208,7 +220,11 @@ def heal_state_file(h: HealContext, f: Finding) -> HealAction:
             return refuse(p.refusal)
         if p.content is None:
             return HealAction(f, Outcome.HEALED, f"{f.subject} was sound when re-read under its lock")
+        try:
+            data = encode(p.content)
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800") that Python's json let through
+            return refuse("it holds text that is not valid Unicode: it cannot be written back as it was")
         kept = h.store.keep(path, f.code.removeprefix("STATE_FILE_").lower(), now=ctx.now) if path.exists() else None
-        atomic_write(path, encode(p.content))
+        atomic_write(path, data)
     stat = "files_created" if kept is None or f.code == "STATE_FILE_EMPTY" else "files_repaired"
     return HealAction(f, Outcome.HEALED, f"{f.subject}: {p.detail}", stat=stat, backups=(kept.id,) if kept else ())
