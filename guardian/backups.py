@@ -124,7 +124,7 @@ class BackupStore:
         return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def restore(
-        self, backup_id: str, *, lock_timeout: float, now: datetime | None = None
+        self, backup_id: str, *, lock_timeout: float, soft_lock: bool = False, now: datetime | None = None
     ) -> tuple[Backup, Backup | None]:
         """Put a backup's bytes back at its original path, keeping the current file first.
 
@@ -138,7 +138,7 @@ class BackupStore:
         if b.sha256 and hashlib.sha256(data).hexdigest() != b.sha256:
             raise ValueError(f"backup {b.id} does not match its recorded checksum")
         target = self.root / b.original
-        with bot_lock(target, timeout=lock_timeout):
+        with bot_lock(target, timeout=lock_timeout, soft=soft_lock):
             previous = self.keep(target, "pre-restore", now=now) if target.exists() else None
             atomic_write(target, data)
         return b, previous

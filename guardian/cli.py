@@ -194,7 +194,9 @@ def cmd_backups(args: argparse.Namespace) -> int:
         print("guardian backups restore: give the backup id (see `guardian backups list`)", file=sys.stderr)
         return 2
     try:
-        restored, previous = store.restore(args.id, lock_timeout=ctx.cfg.heal.lock_timeout)
+        restored, previous = store.restore(
+            args.id, lock_timeout=ctx.cfg.heal.lock_timeout, soft_lock=ctx.cfg.bot.lock_style == "soft"
+        )
     except KeyError:
         print(f"guardian backups restore: no backup {args.id!r} in {ctx.backups_dir}", file=sys.stderr)
         return 1
@@ -247,7 +249,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             {"approver": args.approver},
         )
     ctx.stop_path.parent.mkdir(parents=True, exist_ok=True)
-    with bot_lock(ctx.stop_path, timeout=ctx.cfg.heal.lock_timeout):
+    with bot_lock(ctx.stop_path, timeout=ctx.cfg.heal.lock_timeout, soft=ctx.cfg.bot.lock_style == "soft"):
         if ctx.stop_path.exists():
             BackupStore(ctx.data, ctx.backups_dir).keep(ctx.stop_path, args.command, now=now)
         atomic_write(ctx.stop_path, encode(doc))

@@ -137,11 +137,14 @@ def lock_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def bot_lock(path: Path, *, timeout: float) -> Iterator[None]:
-    """Hold the bot's own lock for ``path``. Raise LockBusy if the bot holds it past ``timeout``."""
+def bot_lock(path: Path, *, timeout: float, soft: bool = False) -> Iterator[None]:
+    """Hold the bot's own lock for ``path``, the way the bot takes it: flock (FileLock), or with ``soft``
+    the marker file itself (SoftFileLock, removed on release). Raise LockBusy if the bot holds it past
+    ``timeout``."""
     import filelock  # costs ~40 ms to import; only the writing paths need it
 
-    lock = filelock.FileLock(str(lock_path(path)), timeout=timeout)
+    cls = filelock.SoftFileLock if soft else filelock.FileLock
+    lock = cls(str(lock_path(path)), timeout=timeout)
     try:
         lock.acquire()
     except filelock.Timeout:

@@ -588,8 +588,6 @@ def test_a_one_shot_heal_beside_the_daemon_does_not_resolve_the_bot_down_only_th
     assert [a for a in daemon.alerts() if a["code"] == "BOT_DOWN" and a["event"] == "resolved"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="guardian bug: fsutil.bot_lock always takes a FileLock (flock), whatever "
-                   "bot.lock_style says: a soft-locking bot's lock does not stop guardian")  # fmt: skip
 def test_with_soft_locks_guardian_never_writes_under_the_bots_lock_and_leaves_no_lock_behind(
     tmp_path: Path, procs: Procs
 ) -> None:

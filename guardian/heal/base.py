@@ -21,6 +21,10 @@ class HealContext:
     def lock_timeout(self) -> float:
         return self.ctx.cfg.heal.lock_timeout
 
+    @property
+    def soft_locks(self) -> bool:
+        return self.ctx.cfg.bot.lock_style == "soft"
+
 
 Remedy = Callable[[HealContext, Finding], HealAction]
 

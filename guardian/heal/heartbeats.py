@@ -19,7 +19,7 @@ def heal_heartbeat(h: HealContext, f: Finding) -> HealAction:
         )
     if h.dry_run:
         return planned(f, f"reset {f.subject} to now")
-    with bot_lock(path, timeout=h.lock_timeout):
+    with bot_lock(path, timeout=h.lock_timeout, soft=h.soft_locks):
         loaded = load_json_object(path, required=(), max_bytes=1 << 20)
         data = dict(loaded.data) if loaded.ok else {"component": path.stem}
         data["ts"] = iso(h.ctx.now).replace(".000Z", "Z")

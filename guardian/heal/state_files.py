@@ -214,7 +214,7 @@ def heal_state_file(h: HealContext, f: Finding) -> HealAction:
     if h.dry_run:
         p = plan()
         return refuse(p.refusal) if p.refusal else planned(f, f"{f.subject}: {p.detail}")
-    with bot_lock(path, timeout=h.lock_timeout):
+    with bot_lock(path, timeout=h.lock_timeout, soft=h.soft_locks):
         p = plan()  # again, under the lock: the bot may have written it meanwhile
         if p.refusal:
             return refuse(p.refusal)
