@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import os
@@ -51,8 +52,22 @@ def _in_unit(pid: int, unit: str) -> bool | None:
     return any(unit in line.split(":", 2)[-1].strip().split("/") for line in text.splitlines())
 
 
+def script_arg(cmdline: list[str] | tuple[str, ...]) -> str | None:
+    """The script an interpreter runs: its first argument that is not an option; none with -c or -m,
+    where what follows is the code's own arguments (``python -m json.tool FILE``)."""
+    args = iter(cmdline[1:])
+    for a in args:
+        if a.startswith(("-c", "-m")):
+            return None
+        if a in ("-W", "-X"):  # options that take a value
+            next(args, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def find_bot_processes(ctx: Context) -> list[BotProcess]:
-    """Processes running the bot's code: an interpreter whose cwd or a path argument lies in the home."""
+    """Processes running the bot's code: an interpreter whose cwd or script lies in the home."""
     import psutil
 
     from guardian.context import BotProcess
@@ -70,15 +85,14 @@ def find_bot_processes(ctx: Context) -> list[BotProcess]:
         if not any(fnmatch.fnmatch(exe, pat) for pat in INTERPRETERS) or _is_guardian(cmdline):
             continue
         cwd = info.get("cwd")
-        # The kernel gives the cwd resolved; path arguments are resolved here. Either way the slot is
-        # the one the process really runs from, not the one the link names now.
+        # The kernel gives the cwd resolved; the script is resolved here. Either way the slot is the one
+        # the process really runs from, not the one the link names now. Other arguments do not count: a
+        # tool that reads the bot's positions file is not the bot.
         paths = [Path(cwd)] if cwd else []
-        for arg in cmdline[1:]:
-            if "/" in arg or arg.endswith(".py"):
-                try:
-                    paths.append((Path(cwd or "/") / arg).resolve())
-                except (OSError, RuntimeError):
-                    continue
+        script = script_arg(cmdline)
+        if script is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                paths.append((Path(cwd or "/") / script).resolve())
         inside = [p for p in paths if p.is_relative_to(home)]
         mine = bool(inside)
         slot = next((s for p in inside if (s := _slot_of(p, slots))), None)

@@ -8,27 +8,14 @@ from pathlib import Path
 from guardian.context import BotProcess, Context
 from guardian.heal.base import HealContext, failed, planned, refused
 from guardian.model import Finding, HealAction, Outcome
-
-
-def _script(cmdline: tuple[str, ...]) -> str | None:
-    """The script an interpreter runs: its first argument that is not an option; none with -c or -m,
-    where what follows is the code's own arguments (``python -m json.tool FILE``)."""
-    args = iter(cmdline[1:])
-    for a in args:
-        if a.startswith(("-c", "-m")):
-            return None
-        if a in ("-W", "-X"):  # options that take a value
-            next(args, None)
-        elif not a.startswith("-"):
-            return a
-    return None
+from guardian.probes import script_arg
 
 
 def runs_bot_code(p: BotProcess, home: Path) -> bool:
     """The bot, not a tool that reads the bot's files: its cwd, or the script it runs, is in the home."""
     if p.cwd and Path(p.cwd).is_relative_to(home):
         return True
-    script = _script(p.cmdline)
+    script = script_arg(p.cmdline)
     try:
         return script is not None and (Path(p.cwd or "/") / script).resolve().is_relative_to(home)
     except (OSError, RuntimeError):
