@@ -446,14 +446,26 @@ def test_a_directory_where_a_state_file_should_be_is_reported_and_left_alone(
     assert path.is_dir() and (path / "inside").read_text() == "keep me"
 
 
+# Starts the command and writes its peak RSS (KiB) to argv[1]. A child forked straight from pytest
+# counts pytest's own pages (hundreds of MB after the fuzzing) in its ru_maxrss until it execs; forked
+# from this small process, the figure is guardian's own.
+_MEASURE = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _run_measured(cmd: list[str]) -> tuple[int, str, int]:
     """Exit code, stdout and peak RSS (bytes) of a child run to completion."""
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as peak:
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEASURE, peak.name, *cmd], stdout=out, stderr=subprocess.DEVNULL, check=False
+        )
         out.seek(0)
-        return proc.returncode, out.read().decode(), usage.ru_maxrss * 1024
+        return proc.returncode, out.read().decode(), int(Path(peak.name).read_text()) * 1024
 
 
 MB = 1 << 20
