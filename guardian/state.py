@@ -89,26 +89,49 @@ class Positions:
     today_unparsed: int  # closed positions whose closed_at could not be read
 
 
+class _ClosedPlain(msgspec.Struct, gc=False):
+    pnl: Any = None
+    closed_at: Any = None
+
+
+class _PlainPositionsDoc(msgspec.Struct):
+    open_positions: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    closed_positions: list[_ClosedPlain] | msgspec.UnsetType = msgspec.UNSET
+
+
+# Below this size closed_at is decoded as a plain string and judged after: twice as fast as the hook
+# (the daemon re-reads a busy bot's file many times a second). Above it the hook's shared flags keep
+# a million closed positions from costing a million strings.
+PLAIN_DECODE_MAX = 64 << 20
+
+
+def _judge(obj: Any, today: str) -> _Today | None:
+    """Whether a ``closed_at`` value falls on ``today`` (UTC); None for a null."""
+    if obj is None:
+        return None
+    if isinstance(obj, str):
+        if len(obj) >= 10 and (obj.endswith("Z") or obj.endswith("+00:00") or len(obj) == 10):
+            return _YES if obj.startswith(today) else _NO
+        try:
+            moment = datetime.fromisoformat(obj)
+            if moment.tzinfo is None:  # the layout's times are UTC: never read one as local time
+                moment = moment.replace(tzinfo=UTC)
+            return _YES if moment.astimezone(UTC).date().isoformat() == today else _NO
+        except ValueError:
+            return _UNPARSED
+    if isinstance(obj, int | float) and not isinstance(obj, bool):
+        try:
+            return _YES if datetime.fromtimestamp(obj, UTC).date().isoformat() == today else _NO
+        except (OverflowError, OSError, ValueError):
+            return _UNPARSED
+    return _UNPARSED
+
+
 def _today_hook(today: str) -> Any:
     def hook(tp: type, obj: Any) -> Any:
         if tp is not _Today:
             raise NotImplementedError
-        if isinstance(obj, str):
-            if len(obj) >= 10 and (obj.endswith("Z") or obj.endswith("+00:00") or len(obj) == 10):
-                return _YES if obj.startswith(today) else _NO
-            try:
-                moment = datetime.fromisoformat(obj)
-                if moment.tzinfo is None:  # the layout's times are UTC: never read one as local time
-                    moment = moment.replace(tzinfo=UTC)
-                return _YES if moment.astimezone(UTC).date().isoformat() == today else _NO
-            except ValueError:
-                return _UNPARSED
-        if isinstance(obj, int | float) and not isinstance(obj, bool):
-            try:
-                return _YES if datetime.fromtimestamp(obj, UTC).date().isoformat() == today else _NO
-            except (OverflowError, OSError, ValueError):
-                return _UNPARSED
-        return _UNPARSED
+        return _judge(obj, today)
 
     return hook
 
@@ -144,14 +167,15 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
     hook = _today_hook(today)
+    doc_type: Any = _PlainPositionsDoc if size <= PLAIN_DECODE_MAX else _PositionsDoc
     try:
         try:
-            doc = msgspec.json.Decoder(_PositionsDoc, dec_hook=hook).decode(raw)
+            doc = msgspec.json.Decoder(doc_type, dec_hook=hook).decode(raw)
         except msgspec.ValidationError as e:
             return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
         except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports invalid UTF-8 as the latter
             try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
-                doc = msgspec.convert(decode_any(raw), _PositionsDoc, dec_hook=hook)
+                doc = msgspec.convert(decode_any(raw), doc_type, dec_hook=hook)
             except msgspec.ValidationError as e2:
                 return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e2)), None
             except msgspec.DecodeError:
@@ -171,12 +195,13 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
     today_pnl = 0.0
     unparsed = 0
     for c in doc.closed_positions:
-        if c.closed_at is _YES:
+        when = c.closed_at if doc_type is _PositionsDoc else _judge(c.closed_at, today)
+        if when is _YES:
             if isinstance(c.pnl, int | float) and not isinstance(c.pnl, bool):
                 today_pnl += c.pnl
             else:
                 unparsed += 1
-        elif c.closed_at is _UNPARSED:
+        elif when is _UNPARSED:
             unparsed += 1
     positions = Positions(list(doc.open_positions), len(doc.closed_positions), today_pnl, unparsed)
     return Loaded(path, FileState.OK, size=size), positions
