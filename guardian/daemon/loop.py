@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from guardian import config as config_mod
-from guardian.alerts import Alert, Alerter
+from guardian.alerts import Alert, Alerter, iso
 from guardian.alerts.build import build_alerter
 from guardian.alerts.engine import engine_for, state_dir
 from guardian.checks import CHECKS, data_readable, run_check
@@ -66,10 +66,6 @@ class CheckState:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Daemon:
@@ -409,7 +405,7 @@ class Daemon:
                 and (heal_key != self.last_heal_key or sweep)
             ):
                 base = [f for f in findings if f.code not in HEAL_CODES]
-                report = Report(tuple(base), _iso(now), self.cfg.bot.mode)
+                report = Report(tuple(base), iso(now), self.cfg.bot.mode)
                 try:
                     result = heal(self.cfg, now=now, before=report, budget=engine)
                 except Exception as e:  # a broken remedy must not silence the alerts below
@@ -492,10 +488,10 @@ class Daemon:
             "mode": self.cfg.bot.mode,
             "home": str(self.cfg.bot.home),
             "slot": self.topology[0].name if self.topology and self.topology[0] else None,
-            "started_at": _iso(self.started),
-            "updated_at": _iso(_now()),
-            "last_check": _iso(self.last_check),
-            "last_sweep": _iso(self.last_sweep) if self.last_sweep else None,
+            "started_at": iso(self.started),
+            "updated_at": iso(_now()),
+            "last_check": iso(self.last_check),
+            "last_sweep": iso(self.last_sweep) if self.last_sweep else None,
             "summary": self.summary(),
             "score": health_score(findings),
             "worst": status_mod.worst_level(findings),
@@ -507,7 +503,7 @@ class Daemon:
                     "duration_ms": round(st.duration * 1000, 3),
                     "errors": st.errors,
                     "last_error": st.last_error,
-                    "backoff_until": _iso(datetime.fromtimestamp(time.time() + st.backoff_until - mono, UTC))
+                    "backoff_until": iso(datetime.fromtimestamp(time.time() + st.backoff_until - mono, UTC))
                     if st.errors
                     else None,
                 }
