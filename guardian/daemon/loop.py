@@ -64,6 +64,14 @@ class CheckState:
     last_error: str | None = None
 
 
+Picture = frozenset[tuple[str, str, int]]
+
+
+def picture(findings: list[Finding]) -> Picture:
+    """What alerting depends on: which findings there are, and how bad. A change of it is worth an act()."""
+    return frozenset((f.code, f.subject, int(f.level)) for f in findings)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -77,7 +85,7 @@ class Daemon:
         self.deferred: dict[str, float] = {}  # check -> time of its first event, waiting out `coalesce`
         self.heal_findings: list[Finding] = []  # from the last heal attempt
         self.config_error: Finding | None = None
-        self.last_key: frozenset[tuple[str, str, int]] | None = None
+        self.last_key: Picture | None = None
         self.last_heal_key: frozenset[tuple[str, str]] = frozenset()
         self.pidfds: dict[int, int] = {}  # pid -> pidfd, readable when the process exits
         self.bot_pids: set[int] = set()
@@ -363,7 +371,7 @@ class Daemon:
             # A flipped link: say so first (a few ms), then look at everything else (tens of ms).
             self._run(ctx, set(FIRST))
             first = self.findings()
-            first_key = frozenset((f.code, f.subject, int(f.level)) for f in first)
+            first_key = picture(first)
             if first_key != self.last_key:
                 self.act(now, first, sweep=False, heal_now=False)
                 self.last_key = first_key
@@ -372,7 +380,7 @@ class Daemon:
         self.evaluations += 1
         self.last_check = now
         findings = self.findings()
-        key = frozenset((f.code, f.subject, int(f.level)) for f in findings)
+        key = picture(findings)
         if key != self.last_key or sweep:
             self.act(now, findings, sweep=sweep)
         done = time.monotonic()
@@ -387,7 +395,7 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.sweep_done(now.timestamp())
         changed = key != self.last_key
-        self.last_key = frozenset((f.code, f.subject, int(f.level)) for f in self.findings())
+        self.last_key = picture(self.findings())  # act() may have healed some
         self.write_status(force=changed or sweep)
 
     def act(self, now: datetime, findings: list[Finding], *, sweep: bool, heal_now: bool = True) -> None:
