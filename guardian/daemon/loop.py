@@ -156,13 +156,11 @@ class Daemon:
         for code in REMEDIES:
             remedy_for(code)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.wake_fd = rfd
         old_wakeup = signal.set_wakeup_fd(wfd)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where is it stuck?
-        self.watcher = Watcher(wfd)
-        self.watcher.start()
+        self.watcher = Watcher()
         try:
             self._configure()
             try:
@@ -176,11 +174,13 @@ class Daemon:
                 self.metrics.set_ready(True)
             while True:
                 timeout = max(0.0, self._next_timer() - time.monotonic())
-                ready, _, _ = select.select([rfd, *self.pidfds.values()], [], [], timeout)
+                ready, _, _ = select.select([rfd, self.watcher.fileno(), *self.pidfds.values()], [], [], timeout)
                 if rfd in ready:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(rfd, 4096):
                             pass
+                if self.watcher.fileno() in ready:
+                    self.watcher.read()
                 self._reap(ready)
                 if any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals):
                     break
@@ -543,7 +543,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.state = "stopped"
-        self.watcher.stop()
+        self.watcher.close()
         for fd in self.pidfds.values():
             os.close(fd)
         self.pidfds.clear()
