@@ -146,6 +146,7 @@ class GuardianConfig:
 class DaemonConfig:
     sweep: float = _duration(60.0)  # every check, whatever the events said: catches anything an event missed
     coalesce: float = _duration(0.05)  # at most one re-check of a file per this, however fast the bot writes
+    cpu_percent: float = 10.0  # re-checks of files that keep changing take at most this share of a core
     heal: bool = True  # heal at runtime as the gate does (heal.enabled still rules both)
     backoff_max: float = _duration(600.0)  # a check that keeps raising is retried after 1 s, 2 s, 4 s ... up to this
 
@@ -334,6 +335,8 @@ def _semantic_checks(cfg: Config, b: _Builder) -> None:
             b.problem("metrics.listen", f"must be HOST:PORT such as 127.0.0.1:9815, got {listen!r}")
     if cfg.daemon.sweep < 1:
         b.problem("daemon.sweep", f"must be at least 1s, got {cfg.daemon.sweep}")
+    if not 0 < cfg.daemon.cpu_percent <= 100:
+        b.problem("daemon.cpu_percent", f"must be a percentage in (0, 100], got {cfg.daemon.cpu_percent:g}")
 
 
 def resolve_path(cli_value: str | None) -> Path:

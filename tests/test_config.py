@@ -139,3 +139,11 @@ def test_the_config_comes_from_the_environment_when_no_flag_is_given(tmp_path: P
     assert p.returncode == EX_CONFIG
     assert str(bad) in p.stderr
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("value", [0, -5, 101])
+def test_a_daemon_cpu_budget_outside_0_to_100_percent_is_refused(value: int) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(f"bot: {{home: /x, mode: paper}}\ndaemon: {{cpu_percent: {value}}}\n")
+    [problem] = e.value.problems
+    assert problem.startswith("daemon.cpu_percent: must") and problem.endswith(f"got {value}"), problem

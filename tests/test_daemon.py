@@ -21,7 +21,7 @@ import pytest
 
 from guardian.backups import BackupStore
 from guardian.config import load
-from guardian.demo import BotTree, default_open_position
+from guardian.demo import BotTree, build_bot_tree, default_open_position
 from tests.conftest import Result, write_json
 
 GUARDIAN = Path(sys.executable).with_name("guardian")
@@ -369,6 +369,32 @@ def test_a_burst_of_saves_is_coalesced_and_the_last_one_is_always_looked_at(
     events = d.wait_status(lambda s: s["worst"] == "CRITICAL")["events"]
     assert events["seen"] >= saves, events  # each save's rename was routed...
     assert 1 <= events["evaluations"] - before < saves // 3, events  # ...into far fewer looks
+
+
+def test_a_recheck_that_costs_more_than_the_cpu_budget_waits_longer_and_the_last_save_is_still_seen(
+    tmp_path: Path, run_bot: Callable[[Path], int], daemon: Callable[..., Running]
+) -> None:
+    big = build_bot_tree(tmp_path / "big", closed=10_000, now=datetime.now(UTC))  # a 4 MB positions file
+    pid = run_bot(big.current_slot)
+    write_json(big.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": pid, "ts": time.time()})
+    coalesce = 0.02
+    d = daemon(big, extra={"daemon": {"coalesce": f"{coalesce * 1000:g}ms", "cpu_percent": 0.5}})
+    before = d.status()["events"]["evaluations"]
+    doc = json.loads(big.positions.read_text())
+    t0 = time.monotonic()
+    i = 0
+    while (elapsed := time.monotonic() - t0) < 1.5:
+        doc["open_positions"][0]["stop_loss"] = 49000.0 - i
+        save_atomically(big.positions, doc)
+        i += 1
+    doc["open_positions"].append({**doc["open_positions"][0], "id": "dup-1"})
+    save_atomically(big.positions, doc)  # the last save of the burst holds the fault
+    d.wait_alert("POSITION_CONFLICT")
+    st = d.wait_status(lambda s: s["worst"] == "CRITICAL")
+    # Each look costs a few ms of CPU; at 0.5% of a core that is a wait of ~0.5 s, not 20 ms.
+    assert st["checks"]["positions"]["coalesce_ms"] > 10 * coalesce * 1000, st["checks"]["positions"]
+    looks = st["events"]["evaluations"] - before
+    assert 1 <= looks < elapsed / coalesce / 4, (looks, i)
 
 
 def test_a_check_that_raises_is_reported_and_backed_off_while_the_others_go_on(

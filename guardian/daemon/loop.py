@@ -62,6 +62,7 @@ class CheckState:
     errors: int = 0  # consecutive
     backoff_until: float = 0.0  # monotonic
     last_error: str | None = None
+    cost: float = 0.0  # CPU seconds of the last event-driven evaluation it was part of
 
 
 Picture = frozenset[tuple[str, str, int]]
@@ -219,12 +220,11 @@ class Daemon:
             self.hb_deadline = None
             due.setdefault("heartbeats", None)
             due.setdefault("liveness", None)
-        coalesce = self.cfg.daemon.coalesce
         for name, t0 in list(self.deferred.items()):
             if name == ALL:  # kept in `due` too: it asks evaluate() to move the watches
                 due.update({n: t0 for n in (*ALL_CHECKS, ALL) if due.get(n) is None})
                 del self.deferred[name]
-            elif now_m - self.checks[name].last_run >= coalesce:
+            elif now_m - self.checks[name].last_run >= self.coalesce(name):
                 due[name] = t0 if due.get(name) is None else due[name]
                 del self.deferred[name]
         for name, st in self.checks.items():  # a check whose backoff ended runs again now
@@ -248,14 +248,21 @@ class Daemon:
             times.append(now_m + (self.hb_deadline - time.time()))
         if self.settle_deadline is not None:
             times.append(self.settle_deadline)
-        coalesce = self.cfg.daemon.coalesce
-        times += [self.checks[n].last_run + coalesce for n in self.deferred if n != ALL]
+        times += [self.checks[n].last_run + self.coalesce(n) for n in self.deferred if n != ALL]
         if ALL in self.deferred:
             times.append(now_m)
         times += [st.backoff_until for st in self.checks.values() if st.errors]
         if self._booting():
             times.append(self.boot_grace_until)
         return min(times)
+
+    def coalesce(self, name: str) -> float:
+        """How long a check that just ran waits before events run it again: ``daemon.coalesce``, or
+        longer when the evaluations it is part of cost more than ``daemon.cpu_percent`` of that (a huge
+        positions file saved many times a second): guardian's share of a core stays bounded, and its
+        latency grows instead."""
+        d = self.cfg.daemon
+        return max(d.coalesce, self.checks[name].cost * 100.0 / d.cpu_percent)
 
     def _ping(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -349,6 +356,7 @@ class Daemon:
         return out
 
     def evaluate(self, due: dict[str, float | None], *, sweep: bool = False) -> None:
+        cpu0 = time.thread_time()
         now = _now()
         ctx = Context(self.cfg, now=now)
         names = set(due)
@@ -367,6 +375,7 @@ class Daemon:
                 names |= {"liveness", "processes"}
             elif self.checks["liveness"].findings:
                 names.add("liveness")  # a hung bot beating again: BOT_HUNG resolves now, not at the sweep
+        ran = set(names)
         if "slot" in names and len(names) > len(FIRST) and not sweep:
             # A flipped link: say so first (a few ms), then look at everything else (tens of ms).
             self._run(ctx, set(FIRST))
@@ -397,6 +406,10 @@ class Daemon:
         changed = key != self.last_key
         self.last_key = picture(self.findings())  # act() may have healed some
         self.write_status(force=changed or sweep)
+        if not sweep:  # a sweep looks at everything once a minute: not what a burst of events costs
+            cost = time.thread_time() - cpu0
+            for name in ran & self.checks.keys():
+                self.checks[name].cost = cost
 
     def act(self, now: datetime, findings: list[Finding], *, sweep: bool, heal_now: bool = True) -> None:
         """Heal what is safe (as the gate does), then send what the alert engine says is new."""
@@ -509,6 +522,7 @@ class Daemon:
                 name: {
                     "runs": st.runs,
                     "duration_ms": round(st.duration * 1000, 3),
+                    "coalesce_ms": round(self.coalesce(name) * 1000, 1),
                     "errors": st.errors,
                     "last_error": st.last_error,
                     "backoff_until": iso(datetime.fromtimestamp(time.time() + st.backoff_until - mono, UTC))
