@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from guardian.config import Config
-from guardian.state import Loaded, Positions, load_json_object, load_positions
+from guardian.state import ClosedMemo, Loaded, Positions, load_json_object, load_positions
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class BotProcess:
 
 
 class Context:
-    def __init__(self, cfg: Config, *, now: datetime | None = None) -> None:
+    def __init__(self, cfg: Config, *, now: datetime | None = None, closed_memo: ClosedMemo | None = None) -> None:
         self.cfg = cfg
         self.now = now or datetime.now(UTC)
         self.today = self.now.date().isoformat()
@@ -58,6 +58,8 @@ class Context:
         self.alerts_path = self.data / (cfg.alerts.jsonl or f.alerts)
         # What one check probed that another (or the daemon) needs again: read once per evaluation.
         self.memo: dict[str, Any] = {}
+        # Shared by a caller's successive evaluations (the daemon's): the closed list it last decoded.
+        self.closed_memo = closed_memo
 
     def rel(self, path: Path) -> str:
         """A path as an operator reads it: relative to the data root or the home when inside them."""
@@ -105,7 +107,7 @@ class Context:
 
     @functools.cached_property
     def positions(self) -> tuple[Loaded, Positions | None]:
-        return load_positions(self.positions_path, today=self.today, max_bytes=self.max_bytes)
+        return load_positions(self.positions_path, today=self.today, max_bytes=self.max_bytes, memo=self.closed_memo)
 
     @functools.cached_property
     def portfolio(self) -> Loaded:

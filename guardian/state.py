@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -99,6 +99,29 @@ class _PlainPositionsDoc(msgspec.Struct):
     closed_positions: list[_ClosedPlain] | msgspec.UnsetType = msgspec.UNSET
 
 
+class _SplitPositionsDoc(msgspec.Struct):
+    open_positions: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    closed_positions: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET  # checked as JSON syntax only
+
+
+_SPLIT_DECODER = msgspec.json.Decoder(_SplitPositionsDoc)
+_CLOSED_DECODER = msgspec.json.Decoder(list[_ClosedPlain])
+_CLOSED_KEY = b'"closed_positions"'
+
+
+@dataclass
+class ClosedMemo:
+    """The closed list one reader saw last and its tally, so that re-reading a file whose closed list
+    is byte-identical (the bot rewrites the file when a trade opens) skips decoding and judging it."""
+
+    # A larger list is not kept: the daemon's idle RSS target is 40 MB.
+    MAX_BYTES: ClassVar[int] = 32 << 20
+
+    # (closed list bytes, the day they were judged against, (closed_count, today_pnl, today_unparsed)).
+    # One tuple, replaced whole, so no reader pairs one list's bytes with another's tally.
+    last: tuple[msgspec.Raw, str, tuple[int, float, int]] | None = None
+
+
 # Below this size closed_at is decoded as a plain string and judged after: twice as fast as the hook
 # (the daemon re-reads a busy bot's file many times a second). Above it the hook's shared flags keep
 # a million closed positions from costing a million strings.
@@ -158,14 +181,37 @@ def _is_empty(raw: bytes) -> bool:
     return not stripped or stripped.replace(b" ", b"") == b"{}"
 
 
-def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, Positions | None]:
-    """Read the positions file. ``today`` is the current UTC date, ``YYYY-MM-DD``."""
+def _tally(closed: list[Closed] | list[_ClosedPlain], today: str, *, judged: bool) -> tuple[int, float, int]:
+    """``(closed_count, today_pnl, today_unparsed)``; ``judged`` when the hook already read closed_at."""
+    today_pnl = 0.0
+    unparsed = 0
+    for c in closed:
+        when = c.closed_at if judged else _judge(c.closed_at, today)
+        if when is _YES:
+            if isinstance(c.pnl, int | float) and not isinstance(c.pnl, bool):
+                today_pnl += c.pnl
+            else:
+                unparsed += 1
+        elif when is _UNPARSED:
+            unparsed += 1
+    return len(closed), today_pnl, unparsed
+
+
+def load_positions(
+    path: Path, *, today: str, max_bytes: int, memo: ClosedMemo | None = None
+) -> tuple[Loaded, Positions | None]:
+    """Read the positions file. ``today`` is the current UTC date, ``YYYY-MM-DD``. A caller that reads
+    the same file again and again passes the same ``memo``: the result is the same, only cheaper."""
     raw = _read(path, max_bytes)
     if isinstance(raw, Loaded):
         return raw, None
     size = len(raw)
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
+    if memo is not None and size <= PLAIN_DECODE_MAX:
+        positions = _load_memoised(raw, today, memo)
+        if positions is not None:
+            return Loaded(path, FileState.OK, size=size), positions
     hook = _today_hook(today)
     doc_type: Any = _PlainPositionsDoc if size <= PLAIN_DECODE_MAX else _PositionsDoc
     try:
@@ -192,19 +238,45 @@ def load_positions(path: Path, *, today: str, max_bytes: int) -> tuple[Loaded, P
         return Loaded(path, FileState.MALFORMED, f"lacks {', '.join(missing)}", missing_keys=missing, size=size), None
     assert not isinstance(doc.open_positions, msgspec.UnsetType)
     assert not isinstance(doc.closed_positions, msgspec.UnsetType)
-    today_pnl = 0.0
-    unparsed = 0
-    for c in doc.closed_positions:
-        when = c.closed_at if doc_type is _PositionsDoc else _judge(c.closed_at, today)
-        if when is _YES:
-            if isinstance(c.pnl, int | float) and not isinstance(c.pnl, bool):
-                today_pnl += c.pnl
-            else:
-                unparsed += 1
-        elif when is _UNPARSED:
-            unparsed += 1
-    positions = Positions(list(doc.open_positions), len(doc.closed_positions), today_pnl, unparsed)
-    return Loaded(path, FileState.OK, size=size), positions
+    counts = _tally(doc.closed_positions, today, judged=doc_type is _PositionsDoc)
+    return Loaded(path, FileState.OK, size=size), Positions(list(doc.open_positions), *counts)
+
+
+def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None:
+    """The positions of a sound file, decoding its closed list only if it differs from the memo's; None
+    for anything else, which the full decode then judges (it alone says what is wrong, and how).
+
+    The first pass checks the closed list as JSON syntax only (not its UTF-8, not its types), so it
+    can accept a file the full decode rejects: only the closed list's own decode makes it sound.
+    It is called from ``load_positions`` a frame deeper than the full decode, so a file nested too
+    deep for that fails here first."""
+    try:
+        doc = _SPLIT_DECODER.decode(raw)
+    except Exception:  # whatever it is, the full decode finds and names it
+        return None
+    closed = doc.closed_positions
+    if isinstance(doc.open_positions, msgspec.UnsetType) or isinstance(closed, msgspec.UnsetType):
+        return None
+    # A repeated key: the full decode checks every copy, this pass only the last (`closed`). No key
+    # lies in the final len(closed) bytes (its list, after it and before the closing brace, would be
+    # shorter than `closed`), so one literal key before them and no backslash (an escaped key) is
+    # no repeat.
+    start = len(raw) - len(closed)
+    if raw.find(b"\\", 0, start) != -1 or raw.count(_CLOSED_KEY, 0, start) != 1:
+        return None
+    last = memo.last
+    if last is not None and last[1] == today and last[0] == closed:
+        counts = last[2]
+    else:
+        memo.last = None  # the old bytes are of no more use: not held while this list decodes
+        try:
+            plain = _CLOSED_DECODER.decode(closed)
+        except Exception:
+            return None
+        counts = _tally(plain, today, judged=False)
+        if len(closed) <= memo.MAX_BYTES:
+            memo.last = (closed.copy(), today, counts)  # a copy: `closed` is a view into the whole file
+    return Positions(list(doc.open_positions), *counts)
 
 
 def _classify_untyped(path: Path, raw: bytes, required: tuple[str, ...], why: str) -> Loaded:
