@@ -35,6 +35,7 @@ from guardian.daemon.notify import Notifier
 from guardian.daemon.watch import ALL, Router, Watcher, real_path
 from guardian.heal import REMEDIES, HealResult, heal, remedy_for
 from guardian.model import Finding, Level, Outcome, Report, health_score
+from guardian.state import ClosedMemo
 
 if TYPE_CHECKING:
     from guardian.daemon.metrics import Metrics
@@ -62,7 +63,6 @@ class CheckState:
     errors: int = 0  # consecutive
     backoff_until: float = 0.0  # monotonic
     last_error: str | None = None
-    cost: float = 0.0  # CPU seconds of the last event-driven evaluation it was part of
 
 
 Picture = frozenset[tuple[str, str, int]]
@@ -100,6 +100,11 @@ class Daemon:
         self.signals: list[int] = []
         self.lags: collections.deque[float] = collections.deque(maxlen=2000)
         self.evaluations = 0
+        # The CPU budget: seconds of CPU event-driven checks may still spend now, refilled at
+        # daemon.cpu_percent of a core up to one second's worth; negative while they wait.
+        self.cpu_left = 0.0
+        self.cpu_left_at = time.monotonic()
+        self.closed_memo = ClosedMemo()  # a busy bot's unchanged closed positions are decoded once
         self.heal_counts: collections.Counter[str] = collections.Counter()
         self.topology: tuple[Path | None, Path] | None = None
         self.watch_problems: list[str] = []
@@ -220,11 +225,12 @@ class Daemon:
             self.hb_deadline = None
             due.setdefault("heartbeats", None)
             due.setdefault("liveness", None)
+        coalesce, throttled = self.cfg.daemon.coalesce, self.throttled_until(now_m)
         for name, t0 in list(self.deferred.items()):
             if name == ALL:  # kept in `due` too: it asks evaluate() to move the watches
                 due.update({n: t0 for n in (*ALL_CHECKS, ALL) if due.get(n) is None})
                 del self.deferred[name]
-            elif now_m - self.checks[name].last_run >= self.coalesce(name):
+            elif now_m - self.checks[name].last_run >= coalesce and now_m >= throttled:
                 due[name] = t0 if due.get(name) is None else due[name]
                 del self.deferred[name]
         for name, st in self.checks.items():  # a check whose backoff ended runs again now
@@ -248,7 +254,8 @@ class Daemon:
             times.append(now_m + (self.hb_deadline - time.time()))
         if self.settle_deadline is not None:
             times.append(self.settle_deadline)
-        times += [self.checks[n].last_run + self.coalesce(n) for n in self.deferred if n != ALL]
+        coalesce, throttled = self.cfg.daemon.coalesce, self.throttled_until(now_m)
+        times += [max(self.checks[n].last_run + coalesce, throttled) for n in self.deferred if n != ALL]
         if ALL in self.deferred:
             times.append(now_m)
         times += [st.backoff_until for st in self.checks.values() if st.errors]
@@ -256,13 +263,16 @@ class Daemon:
             times.append(self.boot_grace_until)
         return min(times)
 
-    def coalesce(self, name: str) -> float:
-        """How long a check that just ran waits before events run it again: ``daemon.coalesce``, or
-        longer when the evaluations it is part of cost more than ``daemon.cpu_percent`` of that (a huge
-        positions file saved many times a second): guardian's share of a core stays bounded, and its
-        latency grows instead."""
-        d = self.cfg.daemon
-        return max(d.coalesce, self.checks[name].cost * 100.0 / d.cpu_percent)
+    def throttled_until(self, now_m: float) -> float:
+        """When event-driven checks may run again under the CPU budget (``now_m`` if they may now).
+
+        A token bucket: a fault after a quiet spell is looked at at once, while a file that keeps
+        changing and costs much to look at (a huge positions file saved flat out) is looked at less
+        often, so guardian's share of a core stays near daemon.cpu_percent and its latency grows."""
+        share = self.cfg.daemon.cpu_percent / 100.0
+        self.cpu_left = min(share, self.cpu_left + (now_m - self.cpu_left_at) * share)
+        self.cpu_left_at = now_m
+        return now_m if self.cpu_left >= 0 else now_m - self.cpu_left / share
 
     def _ping(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -358,7 +368,7 @@ class Daemon:
     def evaluate(self, due: dict[str, float | None], *, sweep: bool = False) -> None:
         cpu0 = time.thread_time()
         now = _now()
-        ctx = Context(self.cfg, now=now)
+        ctx = Context(self.cfg, now=now, closed_memo=self.closed_memo)
         names = set(due)
         topology = (ctx.slot.target, real_path(ctx.data))
         if topology != self.topology or sweep or ALL in due:
@@ -375,7 +385,6 @@ class Daemon:
                 names |= {"liveness", "processes"}
             elif self.checks["liveness"].findings:
                 names.add("liveness")  # a hung bot beating again: BOT_HUNG resolves now, not at the sweep
-        ran = set(names)
         if "slot" in names and len(names) > len(FIRST) and not sweep:
             # A flipped link: say so first (a few ms), then look at everything else (tens of ms).
             self._run(ctx, set(FIRST))
@@ -406,10 +415,9 @@ class Daemon:
         changed = key != self.last_key
         self.last_key = picture(self.findings())  # act() may have healed some
         self.write_status(force=changed or sweep)
-        if not sweep:  # a sweep looks at everything once a minute: not what a burst of events costs
-            cost = time.thread_time() - cpu0
-            for name in ran & self.checks.keys():
-                self.checks[name].cost = cost
+        if not sweep:  # the budget is for what events cost; a sweep is once a minute whatever happens
+            self.throttled_until(time.monotonic())  # refilled up to now, then charged
+            self.cpu_left -= time.thread_time() - cpu0
 
     def act(self, now: datetime, findings: list[Finding], *, sweep: bool, heal_now: bool = True) -> None:
         """Heal what is safe (as the gate does), then send what the alert engine says is new."""
@@ -444,7 +452,7 @@ class Daemon:
                 if self.metrics is not None:
                     self.metrics.heal(result.actions)
                 if healed:  # look again at everything the repairs touched
-                    self._run(Context(self.cfg, now=now), set(ALL_CHECKS))
+                    self._run(Context(self.cfg, now=now, closed_memo=self.closed_memo), set(ALL_CHECKS))
                 findings = self.findings()  # with what the attempt raised (STATE_UNRECOVERABLE, HEAL_LOOP)
             if heal_now:
                 self.last_heal_key = heal_key
@@ -522,7 +530,6 @@ class Daemon:
                 name: {
                     "runs": st.runs,
                     "duration_ms": round(st.duration * 1000, 3),
-                    "coalesce_ms": round(self.coalesce(name) * 1000, 1),
                     "errors": st.errors,
                     "last_error": st.last_error,
                     "backoff_until": iso(datetime.fromtimestamp(time.time() + st.backoff_until - mono, UTC))
@@ -537,6 +544,7 @@ class Daemon:
                 "evaluations": self.evaluations,
                 "lag_p50_ms": pct(0.5),
                 "lag_p99_ms": pct(0.99),
+                "cpu_budget_ms": round(self.cpu_left * 1000, 2),  # negative: event-driven checks wait
                 "watched": len(self.watcher.watched),
                 "watch_problems": self.watch_problems,
             },
