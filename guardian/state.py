@@ -119,7 +119,7 @@ class ClosedMemo:
 
     # (closed list bytes, the day they were judged against, (closed_count, today_pnl, today_unparsed)).
     # One tuple, replaced whole, so no reader pairs one list's bytes with another's tally.
-    last: tuple[msgspec.Raw, str, tuple[int, float, int]] | None = None
+    last: tuple[bytes, str, tuple[int, float, int]] | None = None
 
 
 # Below this size closed_at is decoded as a plain string and judged after: twice as fast as the hook
@@ -250,6 +250,11 @@ def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None
     can accept a file the full decode rejects: only the closed list's own decode makes it sound.
     It is called from ``load_positions`` a frame deeper than the full decode, so a file nested too
     deep for that fails here first."""
+    last = memo.last
+    if last is not None and last[1] == today:
+        open_positions = _open_before(raw, last[0])
+        if open_positions is not None:
+            return Positions(open_positions, *last[2])
     try:
         doc = _SPLIT_DECODER.decode(raw)
     except Exception:  # whatever it is, the full decode finds and names it
@@ -264,8 +269,7 @@ def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None
     start = len(raw) - len(closed)
     if raw.find(b"\\", 0, start) != -1 or raw.count(_CLOSED_KEY, 0, start) != 1:
         return None
-    last = memo.last
-    if last is not None and last[1] == today and last[0] == closed:
+    if last is not None and last[1] == today and len(last[0]) == len(closed) and last[0] == bytes(closed):
         counts = last[2]
     else:
         memo.last = None  # the old bytes are of no more use: not held while this list decodes
@@ -275,8 +279,48 @@ def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None
             return None
         counts = _tally(plain, today, judged=False)
         if len(closed) <= memo.MAX_BYTES:
-            memo.last = (closed.copy(), today, counts)  # a copy: `closed` is a view into the whole file
+            memo.last = (bytes(closed), today, counts)  # a copy: `closed` is a view into the whole file
     return Positions(list(doc.open_positions), *counts)
+
+
+_WS = b" \t\r\n"
+
+
+def _open_before(raw: bytes, closed: bytes) -> list[Any] | None:
+    """The open positions of a file laid out as the bot writes it, ``{"open_positions": [...],
+    "closed_positions": <closed>}``, where <closed> is byte-identical to the memo's: only the bytes
+    before it are decoded (with ``[]`` in its place), not the megabytes of closed positions.
+
+    Exact, not a guess: ``closed`` is one complete JSON value, so the file is valid exactly when the
+    file with ``[]`` in its place is. That ``[]`` is the value of the top-level closed_positions key
+    because the bytes before it end with that key and a colon (with no backslash before it, no string
+    can hold a quote, so that is a key; and only a top-level key's value can be followed by the one
+    closing brace that ends the file), and the key occurs once (no repeated key)."""
+    end = len(raw)
+    while end and raw[end - 1] in _WS:
+        end -= 1
+    if not end or raw[end - 1] != ord("}"):
+        return None
+    stop = end - 1
+    while stop and raw[stop - 1] in _WS:
+        stop -= 1
+    start = stop - len(closed)
+    if start <= 0 or raw[start:stop] != closed:
+        return None
+    head = raw[:start].rstrip(_WS)
+    if not head.endswith(b":") or not head[:-1].rstrip(_WS).endswith(_CLOSED_KEY):
+        return None
+    if b"\\" in head or head.count(_CLOSED_KEY) != 1:
+        return None
+    try:
+        doc = _SPLIT_DECODER.decode(head + b"[]" + raw[stop:])
+    except Exception:  # the full decode finds and names what is wrong
+        return None
+    if isinstance(doc.open_positions, msgspec.UnsetType) or isinstance(doc.closed_positions, msgspec.UnsetType):
+        return None
+    if bytes(doc.closed_positions) != b"[]":
+        return None
+    return list(doc.open_positions)
 
 
 def _classify_untyped(path: Path, raw: bytes, required: tuple[str, ...], why: str) -> Loaded:

@@ -184,6 +184,52 @@ def test_a_broken_file_holding_the_memoised_closed_list_answers_as_a_plain_read(
     assert same(memo, path)[0].ok
 
 
+class _Recording:
+    """A stand-in for the split decoder that records the size of each document it is given."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.sizes: list[int] = []
+
+    def decode(self, raw: bytes) -> Any:
+        self.sizes.append(len(raw))
+        return self.real.decode(raw)
+
+
+@pytest.mark.parametrize("sep", [(b": ", b"}"), (b" :\n  ", b"\n}\n"), (b":", b"} \t\r\n")])
+def test_a_file_ending_with_the_memoised_closed_list_decodes_only_what_comes_before_it(
+    path: Path, tallies: list[int], monkeypatch: pytest.MonkeyPatch, sep: tuple[bytes, bytes]
+) -> None:
+    memo = ClosedMemo()
+    read(path, memo=memo)
+    assert memo.last is not None
+    closed_bytes = memo.last[0]
+    colon, end = sep
+    opens = json.dumps([default_open_position(NOW), {**default_open_position(NOW), "id": "pos-open-000002"}])
+    path.write_bytes(b'{"open_positions": ' + opens.encode() + b', "closed_positions"' + colon + closed_bytes + end)
+    spy = _Recording(state._SPLIT_DECODER)
+    monkeypatch.setattr(state, "_SPLIT_DECODER", spy)
+    tallies.clear()
+    _, positions = read(path, memo=memo)
+    assert tallies == [] and spy.sizes and max(spy.sizes) < len(closed_bytes), spy.sizes
+    assert positions is not None and len(positions.open) == 2
+    same(memo, path)
+
+
+def test_the_memoised_closed_list_as_the_value_of_another_key_is_not_taken_for_the_closed_list(path: Path) -> None:
+    memo = ClosedMemo()
+    read(path, memo=memo)
+    assert memo.last is not None
+    closed_bytes = memo.last[0]
+    path.write_bytes(b'{"closed_positions": [], "open_positions": ' + closed_bytes + b"}")
+    _, positions = same(memo, path)
+    assert positions is not None and positions.closed_count == 0 and len(positions.open) == 5
+    # ... nor as the value of a closed_positions key one level down.
+    path.write_bytes(b'{"open_positions": [{"closed_positions": ' + closed_bytes + b'}], "closed_positions": []}')
+    _, positions = same(memo, path)
+    assert positions is not None and positions.closed_count == 0
+
+
 DUP = b'{"open_positions": [], "closed_positions": %s, "closed_positions": [{"pnl": 1, "closed_at": "%s"}]}'
 
 
@@ -323,7 +369,7 @@ _closed_pos = st.fixed_dictionaries(
 )
 _open_pos = st.one_of(st.dictionaries(_text, _scalar, max_size=3), _scalar)
 # At most one fault per document, none in about half (so that many reads can use the memo).
-_FAULTS = [None, None, None, None, "drop-open", "drop-closed", "odd-closed", "poke"]
+_FAULTS = [None, None, None, None, "drop-open", "drop-closed", "odd-closed", "poke", "swapped"]
 _doc = st.fixed_dictionaries(
     {
         "open": st.lists(_open_pos, max_size=3),
@@ -342,7 +388,9 @@ def _render(d: dict[str, Any], pool: list[list[dict[str, Any]]]) -> bytes:
     fault = d["fault"]
     closes = d["odd_closed"] if fault == "odd-closed" else pool[d["closed"] % len(pool)]
     obj = {"open_positions": d["open"], "closed_positions": closes}
-    if d["closed_first"]:
+    if fault == "swapped":  # a closed list the memo may hold, as the open list's value
+        obj = {"closed_positions": d["open"], "open_positions": closes}
+    elif d["closed_first"]:
         obj = dict(reversed(obj.items()))
     if fault in ("drop-open", "drop-closed"):
         del obj[f"{fault.removeprefix('drop-')}_positions"]
