@@ -356,6 +356,9 @@ class Bench:
     def site(self, name: str, extra: Mapping[str, Mapping[str, Any]] | None = None) -> Site:
         root = self.work / name
         tree = build_bot_tree(root / "bot", closed=self.closed)
+        # Re-encoded as the bench's own saves encode it: a bot writes with one serializer, while the
+        # demo tree's line breaks would make every save of the bench differ from it in every byte.
+        tree.positions.write_bytes(encode(json.loads(tree.positions.read_bytes())))
         merged = base_extra(root)
         for k, v in (extra or {}).items():
             merged[k] = {**merged.get(k, {}), **v}
@@ -418,10 +421,14 @@ class Fault:
     restore: Callable[[], None]  # untimed: put the good state back
 
 
+def encode(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
 def duplicate_doc(good: bytes) -> bytes:
     doc = json.loads(good)
     doc["open_positions"].append({**doc["open_positions"][0], "id": "dup-1"})
-    return json.dumps(doc).encode()
+    return encode(doc)
 
 
 def position_faults(site: Site) -> tuple[Fault, Fault]:
