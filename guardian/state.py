@@ -305,7 +305,7 @@ def _open_before(raw: bytes, closed: bytes) -> list[Any] | None:
     while stop and raw[stop - 1] in _WS:
         stop -= 1
     start = stop - len(closed)
-    if start <= 0 or raw[start:stop] != closed:
+    if start <= 0 or not raw.startswith(closed, start):  # compared in place: a slice would copy megabytes
         return None
     head = raw[:start].rstrip(_WS)
     if not head.endswith(b":") or not head[:-1].rstrip(_WS).endswith(_CLOSED_KEY):
