@@ -112,6 +112,8 @@ def render(doc: Mapping[str, Any] | None, *, alive: bool, directory: Path, now: 
             f"  events    {ev.get('seen', 0)} seen, {ev.get('evaluations', 0)} evaluations, "
             f"lag p50 {ev.get('lag_p50_ms')} ms p99 {ev.get('lag_p99_ms')} ms; watching {ev.get('watched', 0)} dirs"
         )
+        if (ev.get("cpu_budget_ms") or 0) < 0:
+            lines.append("            re-checks are spaced out: a busy file's checks used up daemon.cpu_percent")
     return "\n".join(lines)
 
 
