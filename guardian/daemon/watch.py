@@ -32,6 +32,7 @@ MASK = (
 GONE = IN.IN_Q_OVERFLOW | IN.IN_IGNORED | IN.IN_DELETE_SELF | IN.IN_MOVE_SELF  # look at everything again
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
 BUFFER = 64 * 1024
+ROUTES_MAX = 4096  # routes remembered (a bot naming each temp file anew would grow them without end)
 
 ALL = "*"  # re-check everything and move the watches (the link flipped)
 STATE = frozenset({"state_files", "positions", "limits", "trade_store"})
@@ -146,6 +147,9 @@ class Watcher:
         self.router = Router()
         self.events = 0
         self._wds: dict[WatchDescriptor, Path] = {}
+        # (watch, name, closed/dir bits) -> the checks: a busy bot saves the same few names all day,
+        # and building and hashing a Path for each of its events would cost more than the rest.
+        self._routes: dict[tuple[int, bytes, int], frozenset[str]] = {}
         self._watches: dict[Path, WatchDescriptor] = {}
 
     def fileno(self) -> int:
@@ -160,6 +164,7 @@ class Watcher:
         and the problems (a directory that could not be watched), for the status."""
         problems: list[str] = []
         self.router = router
+        self._routes.clear()
         want = {d for d in router.dirs if d.is_dir()}
         added = False
         for d in set(self._watches) - want:
@@ -186,8 +191,7 @@ class Watcher:
     def read(self) -> None:
         """Route every event queued on the inotify fd."""
         t = time.monotonic()
-        route = self.router.route
-        dirs = self.router.dirs
+        routes = self._routes
         due: set[str] = set()
         while True:
             try:
@@ -214,18 +218,27 @@ class Watcher:
                     continue
                 if parent is None or not name:
                     continue
-                path = parent / os.fsdecode(name)
-                is_dir = bool(mask & IN.IN_ISDIR)
-                hit = route(path, is_dir=is_dir, kind="closed" if mask & IN.IN_CLOSE_WRITE else "changed")
-                if is_dir:
-                    hit = hit | {ALL if path in dirs else "directories"}
+                key = (wd, name, mask & (IN.IN_ISDIR | IN.IN_CLOSE_WRITE))
+                hit = routes.get(key)
+                if hit is None:
+                    if len(routes) >= ROUTES_MAX:
+                        routes.clear()
+                    hit = routes[key] = self._route(parent / os.fsdecode(name), mask)
                 if hit:
                     self.events += 1
                     due |= hit
         for check in due:
             self._pending.setdefault(check, t)
 
+    def _route(self, path: Path, mask: int) -> frozenset[str]:
+        is_dir = bool(mask & IN.IN_ISDIR)
+        hit = self.router.route(path, is_dir=is_dir, kind="closed" if mask & IN.IN_CLOSE_WRITE else "changed")
+        if is_dir:
+            hit = hit | {ALL if path in self.router.dirs else "directories"}
+        return hit
+
     def _forget(self, wd: WatchDescriptor) -> None:
+        self._routes.clear()
         self._wds.pop(wd, None)
         for path in [p for p, w in self._watches.items() if w == wd]:
             del self._watches[path]
