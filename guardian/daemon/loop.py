@@ -52,7 +52,7 @@ PID_CHECKS = ("liveness", "processes", "locks")  # what a watched process's exit
 SETTLING = frozenset({"STATE_MISMATCH", "WAL_INCOMPLETE"})
 SETTLE = 5.0
 STATUS_EVERY = 1.0  # at most one status rewrite per second while only the time of the last check moves
-IDLE = 1.0  # a wait this long with nothing to do is idle
+IDLE = 1.0  # this long after the last evaluation, the daemon is idle
 
 
 @dataclass
@@ -116,6 +116,7 @@ class Daemon:
         self.closed_memo = ClosedMemo()  # a busy bot's unchanged closed positions are decoded once
         self.malloc_trim = _malloc_trim()
         self.trimmed_at = -1  # the evaluation count at the last trim
+        self.last_work = 0.0  # monotonic time the last evaluation ended
         self.heal_counts: collections.Counter[str] = collections.Counter()
         self.topology: tuple[Path | None, Path] | None = None
         self.watch_problems: list[str] = []
@@ -190,10 +191,10 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.set_ready(True)
             while True:
-                timeout = max(0.0, self._next_timer() - time.monotonic())
-                if timeout > IDLE and self.trimmed_at != self.evaluations and self.malloc_trim is not None:
-                    self.trimmed_at = self.evaluations  # going idle after work: give the heap back
+                if self._untrimmed() and time.monotonic() >= self.last_work + IDLE:
+                    self.trimmed_at = self.evaluations  # idle after work: give the heap back
                     self.malloc_trim(0)
+                timeout = max(0.0, self._next_timer() - time.monotonic())
                 ready, _, _ = select.select([rfd, self.watcher.fileno(), *self.pidfds.values()], [], [], timeout)
                 if rfd in ready:
                     with contextlib.suppress(BlockingIOError):
@@ -275,7 +276,12 @@ class Daemon:
         times += [st.backoff_until for st in self.checks.values() if st.errors]
         if self._booting():
             times.append(self.boot_grace_until)
+        if self._untrimmed():
+            times.append(self.last_work + IDLE)
         return min(times)
+
+    def _untrimmed(self) -> bool:
+        return self.malloc_trim is not None and self.trimmed_at != self.evaluations
 
     def throttled_until(self, now_m: float) -> float:
         """When event-driven checks may run again under the CPU budget (``now_m`` if they may now).
@@ -427,6 +433,7 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.sweep_done(now.timestamp())
         changed = key != self.last_key
+        self.last_work = time.monotonic()
         self.last_key = picture(self.findings())  # act() may have healed some
         self.write_status(force=changed or sweep)
         if not sweep:  # the budget is for what events cost; a sweep is once a minute whatever happens
