@@ -194,15 +194,19 @@ class Daemon:
                 if self._untrimmed() and time.monotonic() >= self.last_work + IDLE:
                     self.trimmed_at = self.evaluations  # idle after work: give the heap back
                     self.malloc_trim(0)
-                timeout = max(0.0, self._next_timer() - time.monotonic())
+                deadline = self._next_timer()
+                timeout = max(0.0, deadline - time.monotonic())
                 ready, _, _ = select.select([rfd, self.watcher.fileno(), *self.pidfds.values()], [], [], timeout)
-                if rfd in ready:
+                news = rfd in ready  # a signal
+                if news:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(rfd, 4096):
                             pass
                 if self.watcher.fileno() in ready:
-                    self.watcher.read()
-                self._reap(ready)
+                    news = self.watcher.read() or news
+                news = self._reap(ready) or news
+                if not news and time.monotonic() < deadline:
+                    continue  # events that concern no check (a temp file written, a lock closed)
                 if any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals):
                     break
                 try:
@@ -300,15 +304,19 @@ class Daemon:
             self.notifier.watchdog()
             self.next_ping = time.monotonic() + interval
 
-    def _reap(self, ready: list[int]) -> None:
-        """A watched process exited: re-check what its death can change, as an event would."""
+    def _reap(self, ready: list[int]) -> bool:
+        """A watched process exited: re-check what its death can change, as an event would. True if
+        one did."""
         t = time.monotonic()
+        reaped = False
         for pid, fd in list(self.pidfds.items()):
             if fd in ready:
                 os.close(fd)
                 del self.pidfds[pid]
+                reaped = True
                 for name in PID_CHECKS:
                     self.deferred.setdefault(name, t)
+        return reaped
 
     def _watch_pids(self) -> None:
         want = (self.bot_pids | self.lock_pids) - {os.getpid()}

@@ -32,6 +32,7 @@ MASK = (
 GONE = IN.IN_Q_OVERFLOW | IN.IN_IGNORED | IN.IN_DELETE_SELF | IN.IN_MOVE_SELF  # look at everything again
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
 BUFFER = 64 * 1024
+MAX_EVENT = 16 + 256  # the header and the longest name (NAME_MAX and its NUL)
 ROUTES_MAX = 4096  # routes remembered (a bot naming each temp file anew would grow them without end)
 
 ALL = "*"  # re-check everything and move the watches (the link flipped)
@@ -188,12 +189,13 @@ class Watcher:
     def watched(self) -> list[Path]:
         return sorted(self._watches)
 
-    def read(self) -> None:
-        """Route every event queued on the inotify fd."""
+    def read(self) -> bool:
+        """Route every event queued on the inotify fd; True if one concerned a check."""
         t = time.monotonic()
         routes = self._routes
         due: set[str] = set()
-        while True:
+        end = BUFFER
+        while end > BUFFER - MAX_EVENT:  # a read that left room for another event emptied the queue
             try:
                 buf = os.read(self._fd, BUFFER)
             except BlockingIOError:
@@ -229,6 +231,7 @@ class Watcher:
                     due |= hit
         for check in due:
             self._pending.setdefault(check, t)
+        return bool(due)
 
     def _route(self, path: Path, mask: int) -> frozenset[str]:
         is_dir = bool(mask & IN.IN_ISDIR)
