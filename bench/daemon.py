@@ -669,7 +669,7 @@ class WriterRun:
     cpu: float  # guardian, fraction of a core, over the writer's run
     cpu_after: float  # in the 2 s after the writer stopped: a backlog would show here
     latencies: list[float | None]  # per fault, in order
-    rss: tuple[int, int]  # guardian's at the start and the end of the run
+    rss: tuple[int, int, int]  # guardian's idle before the run, at its end, and idle after it
     seen: int  # events guardian routed during the run
     evaluations: int
     checks: dict[str, int]  # runs per check during the run
@@ -704,13 +704,14 @@ def run_writer(bench: Bench, site: Site, tail: AlertTail, rate: float, seconds: 
     st0 = site.status()
     cpu0, rss0 = site.cpu(), site.memory()[0]
     alerts = tail.collect(go + seconds)
-    cpu1, rss1 = site.cpu(), site.memory()[0]
+    cpu1, busy = site.cpu(), site.memory()[0]
     st1 = site.status()
     if proc.wait(timeout=60) != 0:
         raise HarnessError(f"the writer at {rate:g} Hz failed (exit {proc.returncode})")
     after = time.time()
     alerts += tail.collect(after + 2.0)
     cpu_after = (site.cpu() - cpu1) / (time.time() - after)
+    rss1 = site.memory()[0]  # idle again, as at the start: a second after its last look it trims its heap
     out = json.loads(Path(json.loads(spec.read_text())["out"]).read_text())
     faults: list[float] = out["faults"]
     firings = [t for t, a in alerts if a["code"] == "POSITION_CONFLICT" and a["event"] == "firing"]
@@ -729,7 +730,7 @@ def run_writer(bench: Bench, site: Site, tail: AlertTail, rate: float, seconds: 
         cpu=(cpu1 - cpu0) / seconds,
         cpu_after=cpu_after,
         latencies=lat,
-        rss=(rss0, rss1),
+        rss=(rss0, busy, rss1),
         seen=st1["events"]["seen"] - st0["events"]["seen"],
         evaluations=st1["events"]["evaluations"] - st0["events"]["evaluations"],
         checks={k: c1[k]["runs"] - c0[k]["runs"] for k in c1 if c1[k]["runs"] != c0[k]["runs"]},
@@ -774,8 +775,9 @@ def writers(bench: Bench, tail: AlertTail, o: Options, res: Results) -> None:
         else:
             ok, measured = False, f"{len(seen)} of {len(w.latencies)} faults seen"
         res.add(scen, "detection latency, first vs second half", "no growing lag", measured, ok)
-        grow = w.rss[1] - w.rss[0]
-        res.add(scen, "guardian RSS, start → end", "no growth", f"{w.rss[0] / MB:.1f} → {w.rss[1] / MB:.1f} MB",
+        grow = w.rss[2] - w.rss[0]
+        res.add(scen, "guardian RSS, idle before → idle after", "no growth",
+                f"{w.rss[0] / MB:.1f} → {w.rss[2] / MB:.1f} MB ({w.rss[1] / MB:.1f} MB at the end of the run)",
                 grow < 2 * MB)  # fmt: skip
     bench.stop(site)
 
