@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from watchdog.observers.inotify_c import InotifyConstants as IN
+from watchdog.observers.inotify_c import inotify_add_watch, inotify_init
 
 from guardian.demo import BotTree, build_bot_tree, write_config
 
@@ -75,25 +77,20 @@ def guardian_cmd() -> list[str]:
 
 
 class Inotify:
-    """The two inotify(7) calls the bench needs, through libc (the standard library has none)."""
+    """The two inotify(7) calls the bench needs, through watchdog's libc bindings (as the daemon's)."""
 
-    IN_MODIFY = 0x00000002
+    IN_MODIFY = int(IN.IN_MODIFY)
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._init = libc.inotify_init1
-        self._init.argtypes = [ctypes.c_int]
-        self._init.restype = ctypes.c_int
-        self._add = libc.inotify_add_watch
-        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._add.restype = ctypes.c_int
-        fd = int(self._init(os.O_NONBLOCK | os.O_CLOEXEC))  # IN_NONBLOCK and IN_CLOEXEC are these flags
+        fd = inotify_init()
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+            raise OSError(ctypes.get_errno(), "inotify_init failed")
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
         self.fd = fd
 
     def watch(self, path: Path, mask: int) -> None:
-        if int(self._add(self.fd, os.fsencode(path), mask)) < 0:
+        if inotify_add_watch(self.fd, os.fsencode(path), mask) < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
 
