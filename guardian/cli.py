@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from guardian import config as config_mod
 from guardian.config import EX_CONFIG, Config, ConfigError
-from guardian.model import Finding, Report, check_exit_code
+from guardian.model import EXIT_CRITICAL, Finding, Report, check_exit_code
 
 if TYPE_CHECKING:
     from guardian.heal import HealResult
+    from guardian.verdict import Verdict
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -46,17 +47,39 @@ def _summary(report: Report, what: str) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from guardian.checks import run_checks
-    from guardian.context import Context
+    """Read-only: the checks, the repairs the gate would plan, and the gate's verdict on them."""
+    from guardian.heal import heal
+    from guardian.verdict import judge
 
-    report = run_checks(Context(_load(args)))
+    cfg = _load(args)
+    result = heal(cfg, dry_run=True)
+    report = result.after
+    verdict = judge(report, result.actions, mode=cfg.bot.mode, min_score=cfg.thresholds.min_health_score)
+    code = check_exit_code(report.findings)
+    if cfg.bot.mode == "real" and not verdict.sound and not verdict.pending:
+        code = EXIT_CRITICAL  # the bot cannot start: as critical as any finding
     if args.json:
-        _print_json(report.to_json())
+        _print_json({**report.to_json(), "verdict": verdict.to_json(), "exit_code": code})
     else:
         print(_summary(report, "check"))
         for row in _finding_rows(report.findings):
             print(row)
-    return check_exit_code(report.findings)
+        print(_verdict_line(verdict))
+    return code
+
+
+def _verdict_line(verdict: Verdict) -> str:
+    """What the gate would decide, as ``check`` and ``status`` show it."""
+    if verdict.sound:
+        return "  real-mode start: allowed: state proven sound"
+    from guardian.verdict import SHOWN
+
+    head = (
+        "  real-mode start: after the planned repairs, judged again"
+        if verdict.pending
+        else "  real-mode start: REFUSED"
+    )
+    return "\n".join([head, *(f"    {b}" for b in verdict.blockers[: SHOWN * 2])])
 
 
 def _heal_with_alerts(cfg: Config, now: datetime, *, dry_run: bool = False, json_out: bool = False) -> HealResult:
@@ -129,10 +152,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
             f"guardian gate: {'ALLOWED' if allowed else 'REFUSED'} ({cfg.bot.mode} mode): guardian failed: "
             f"{type(e).__name__}: {e}"
         )
-        _record_gate(cfg, allowed=allowed, reason=reason, now=now)
+        _record_gate(cfg, allowed=allowed, reason=reason, now=now, sound=False)
         print(reason, file=sys.stderr)
         return 0 if allowed else 1
-    _record_gate(cfg, allowed=decision.allowed, reason=decision.reason, now=now)
+    _record_gate(cfg, allowed=decision.allowed, reason=decision.reason, now=now, sound=decision.verdict.sound)
     build_alerter(Context(cfg, now=now), stderr=False, stdout_free=not args.json).emit(
         Alert(
             iso(now),
@@ -151,13 +174,21 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return decision.exit_code
 
 
-def _record_gate(cfg: Config, *, allowed: bool, reason: str, now: datetime) -> None:
-    """Count the decision for the daemon's metrics; a failure to count never changes the decision."""
-    from guardian.alerts.engine import state_dir
-    from guardian.gate import record_decision
+def _record_gate(cfg: Config, *, allowed: bool, reason: str, now: datetime, sound: bool) -> None:
+    """Count the decision for the daemon's metrics and, on an allowed start whose state was proven
+    sound, the data root's filesystem (a later start on another is DATA_ROOT_CHANGED). A failure to
+    record never changes the decision."""
+    from guardian.context import Context
+    from guardian.history import data_root_identity, record_decision, state_dir
 
+    identity = None
+    if allowed and sound:
+        try:
+            identity = data_root_identity(Context(cfg, now=now).data)
+        except OSError:
+            identity = None
     try:
-        record_decision(state_dir(cfg), allowed=allowed, mode=cfg.bot.mode, reason=reason, now=now)
+        record_decision(state_dir(cfg), allowed=allowed, mode=cfg.bot.mode, reason=reason, now=now, data_root=identity)
     except OSError as e:
         print(f"guardian gate: warning: decision not counted in {state_dir(cfg)}: {e}", file=sys.stderr)
 
@@ -217,15 +248,14 @@ def cmd_backups(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from guardian.alerts import Alert, iso
     from guardian.alerts.build import build_alerter
-    from guardian.backups import BackupStore
     from guardian.context import Context
-    from guardian.fsutil import atomic_write, bot_lock
-    from guardian.state import encode
+    from guardian.state import load_json_object
+    from guardian.stop import clear_stop, set_stop
 
     ctx = Context(_load(args))
     now = ctx.now
     if args.command == "emergency-stop":
-        doc: dict[str, Any] = {"active": True, "reason": args.reason, "since": iso(now)}
+        set_stop(ctx, args.reason, by="operator", now=now)
         alert = Alert(
             iso(now),
             "CRITICAL",
@@ -237,7 +267,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             {"reason": args.reason},
         )
     else:
-        doc = {"active": False, "cleared_by": args.approver, "cleared_at": iso(now)}
+        clear_stop(ctx, args.approver, now=now)
         alert = Alert(
             iso(now),
             "INFO",
@@ -248,21 +278,40 @@ def cmd_stop(args: argparse.Namespace) -> int:
             "resolved",
             {"approver": args.approver},
         )
-    ctx.stop_path.parent.mkdir(parents=True, exist_ok=True)
-    with bot_lock(ctx.stop_path, timeout=ctx.cfg.heal.lock_timeout, soft=ctx.cfg.bot.lock_style == "soft"):
-        if ctx.stop_path.exists():
-            BackupStore(ctx.data, ctx.backups_dir).keep(ctx.stop_path, args.command, now=now)
-        atomic_write(ctx.stop_path, encode(doc))
     build_alerter(ctx, stdout_free=not args.json).emit(alert)
     if args.json:
-        _print_json(doc)
+        _print_json(load_json_object(ctx.stop_path, required=(), max_bytes=1 << 20).data)
+    return 0
+
+
+def cmd_accept_data_root(args: argparse.Namespace) -> int:
+    """Record the data root as it is now as the bot's own, on the operator's word."""
+    from guardian.alerts import Alert, iso
+    from guardian.alerts.build import build_alerter
+    from guardian.context import Context
+    from guardian.history import accept_data_root, data_root_identity, state_dir
+
+    ctx = Context(_load(args))
+    identity = data_root_identity(ctx.data)
+    before = accept_data_root(state_dir(ctx.cfg), identity=identity, by=args.by, now=ctx.now)
+    was = before.data_root
+    text = (
+        f"data root {ctx.data} accepted by {args.by} (device {identity.dev:#x}, fsid {identity.fsid:#x}"
+        + (f"; it was device {was.dev:#x}, fsid {was.fsid:#x} at {was.path}" if was else "")
+        + ")"
+    )
+    build_alerter(ctx, stdout_free=not args.json).emit(
+        Alert(iso(ctx.now), "INFO", "DATA_ROOT_ACCEPTED", ctx.rel(ctx.data), text, False, "resolved", {"by": args.by})
+    )
+    _print_json({"accepted": str(ctx.data), "by": args.by}) if args.json else print(text)
     return 0
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from guardian.alerts.engine import locked_state, new_silence, state_dir
+    from guardian.alerts.engine import locked_state, new_silence
+    from guardian.history import state_dir
 
     cfg = _load(args)
     now = datetime.now(UTC)
@@ -342,8 +391,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from guardian.alerts.engine import state_dir
     from guardian.daemon import status
+    from guardian.history import state_dir
 
     directory = state_dir(_load(args))
     doc = status.read(directory)
@@ -388,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("clear-stop", cmd_stop, "clear the kill switch, recording who approved").add_argument(
         "--approver", required=True
     )
+    add(
+        "accept-data-root", cmd_accept_data_root, "record the data root as it is now as the bot's (after a real move)"
+    ).add_argument("--by", required=True, help="who checked that the bot's data volume is the one mounted")
     s = add("silence", cmd_silence, "mute an alert (a silenced CRITICAL still blocks the gate)")
     s.add_argument("action", choices=("add", "list", "remove"))
     s.add_argument("target", nargs="?", help="add: CODE or CODE:SUBJECT; remove: the silence id")

@@ -1,7 +1,7 @@
 """YAML config -> frozen dataclasses, with every problem reported at once with its key path.
 
 A config holding only ``bot.home`` and ``bot.mode`` is valid: every other key defaults to the bot
-layout of ``shared/bot-layout.md`` and the seeds' thresholds.
+layout of ``docs/bot-layout.md`` and the seeds' thresholds.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class Limits:
     max_daily_loss_pct: float = 2.0
     max_open_positions: int = 3
     require_stop_loss: bool = True
+    max_leverage: float = 125.0  # leverage above this on an open position is CRITICAL (Binance's maximum)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,14 @@ class Context:
                 continue
         return str(path)
 
+    def leads_outside(self, directory: Path) -> str | None:
+        """Why writing in ``directory`` would leave the bot's tree, or None: a directory on its way is a
+        symlink out of the home and the data root. As root, writing through it could change any file."""
+        real = directory.resolve()
+        if any(real.is_relative_to(r) for r in (self.home.resolve(), self.data.resolve())):
+            return None
+        return f"{self.rel(directory)} leads to {real}, outside the bot's tree: nothing is written through it"
+
     @property
     def mode(self) -> str:
         return self.cfg.bot.mode

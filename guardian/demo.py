@@ -1,4 +1,4 @@
-"""Build realistic trading-bot trees, laid out as /work/shared/bot-layout.md describes.
+"""Build realistic trading-bot trees, laid out as docs/bot-layout.md describes.
 
 Used by the tests, the benchmark and the README demo, so it imports only the
 standard library and writes even a million closed positions in seconds.

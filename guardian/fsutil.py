@@ -24,7 +24,26 @@ class TooLarge(OSError):
 
 
 class LockBusy(OSError):
-    """The bot holds the lock guarding a file: guardian does not write."""
+    """The bot holds the lock guarding a file: guardian does not write. ``holders`` are the pids
+    seen holding it when guardian gave up (empty when they could not be seen)."""
+
+    holders: tuple[int, ...] = ()
+
+
+def lock_holders(lock_file: Path, *, soft: bool = False) -> tuple[int, ...]:
+    """The pids holding ``lock_file``: its flock holders from /proc/locks, or with ``soft`` the pid a
+    SoftFileLock marker names. Empty when none can be seen."""
+    from guardian.probes import read_lock_holders, soft_lock_owner
+
+    try:
+        if soft:
+            owner = soft_lock_owner(read_regular(lock_file, max_bytes=4096))
+            return (owner[0],) if owner else ()
+        st = os.stat(lock_file, follow_symlinks=False)
+    except OSError:
+        return ()
+    me = os.getpid()
+    return tuple(sorted(p for p in read_lock_holders().get((st.st_dev, st.st_ino), []) if p != me))
 
 
 def describe_kind(mode: int) -> str:
@@ -152,7 +171,11 @@ def bot_lock(path: Path, *, timeout: float, soft: bool = False) -> Iterator[None
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise LockBusy(errno.EAGAIN, f"held by another process for over {timeout:g}s", str(lock_path(path))) from None
+        holders = lock_holders(lock_path(path), soft=soft)
+        who = f"pid {', '.join(map(str, holders))}" if holders else "another process"
+        busy = LockBusy(errno.EAGAIN, f"held by {who} for over {timeout:g}s", str(lock_path(path)))
+        busy.holders = holders
+        raise busy from None
     try:
         yield
     finally:

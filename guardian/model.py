@@ -26,6 +26,31 @@ EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 UNKNOWN = "UNKNOWN"
 
 
+class Fact(enum.Enum):
+    """What a real-mode start needs proven, each by a check that read and judged it whole.
+
+    A check yields a :class:`Proof` of its fact as the last step of its one successful path, so a
+    check that returns early, raises or could not read something proves nothing, and the verdict
+    refuses: a start is allowed on proof, never on the absence of a finding.
+    """
+
+    SLOT = "slot"
+    POSITIONS = "positions"
+    PORTFOLIO = "portfolio"
+    LIMITS = "limits"
+    WAL = "WAL"
+    EMERGENCY_STOP = "emergency stop"
+    DATA_ROOT = "data root"
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A fact a check established, with the evidence an operator can read (``3 open, 1000 closed judged``)."""
+
+    fact: Fact
+    evidence: str
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing wrong with the bot, as an operator needs to read it.
@@ -41,6 +66,8 @@ class Finding:
     recoverable: bool = False
     action: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    # The fact this finding leaves unproven (a corrupt positions file: POSITIONS), for the verdict's reason.
+    concern: Fact | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +92,7 @@ class Finding:
             "action_required": not self.recoverable,
             "action": self.action,
             "context": dict(self.context),
+            "concern": self.concern.value if self.concern else None,
         }
 
 
@@ -94,6 +122,12 @@ class Report:
     findings: tuple[Finding, ...]
     checked_at: str
     mode: str
+    proofs: tuple[Proof, ...] = ()
+    # Checks that did not run to completion (raised, or could not run): "positions: OSError: ...".
+    incomplete: tuple[str, ...] = ()
+
+    def proven(self, fact: Fact) -> Proof | None:
+        return next((p for p in self.proofs if p.fact is fact), None)
 
     @property
     def score(self) -> int:
@@ -113,6 +147,8 @@ class Report:
             "score": self.score,
             "status": self.worst.name if self.worst else "OK",
             "findings": [f.to_json() for f in self.findings],
+            "proofs": {p.fact.value: p.evidence for p in self.proofs},
+            "incomplete": list(self.incomplete),
         }
 
 

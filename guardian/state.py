@@ -8,10 +8,12 @@ whether they closed today. ``bench/run --decode`` shows why (time and peak memor
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +34,7 @@ class FileState(enum.Enum):
 
 
 class _Today:
-    """A decoded ``closed_at``: one of two shared instances, so 1M closed positions cost no strings."""
+    """A decoded ``closed_at``: one of three shared instances, so 1M closed positions cost no strings."""
 
     __slots__ = ("value",)
 
@@ -45,7 +47,7 @@ _YES, _NO, _UNPARSED = _Today(True), _Today(False), _Today(None)
 
 class Closed(msgspec.Struct, gc=False):
     pnl: Any = None
-    closed_at: _Today | None = None
+    closed_at: _Today = _UNPARSED  # absent: the day it closed is unknown
 
 
 class _PositionsDoc(msgspec.Struct):
@@ -81,12 +83,21 @@ class Loaded:
         return self.state is FileState.OK
 
 
+# (closed_count, today_pnl, closed_unjudged, the first few unjudged records and why)
+Tally = tuple[int, float, int, tuple[str, ...]]
+EXAMPLES = 3  # unjudged records named in a finding; the count says how many more
+
+
 @dataclass
 class Positions:
-    open: list[dict[str, Any]]
+    open: list[Any]  # as decoded: an entry that is not an object is POSITION_INVALID
     closed_count: int
     today_pnl: float  # realised P&L of positions closed on the current UTC day
-    today_unparsed: int  # closed positions whose closed_at could not be read
+    # Closed positions whose pnl or closed_at is not as the layout says (a number; ISO 8601 or Unix
+    # seconds), or that are not objects at all. Any of them may be today's loss: the day is unknown.
+    closed_unjudged: int = 0
+    unjudged: tuple[str, ...] = ()  # the first few, as "#12: pnl is '12.5', not a number"
+    also_closed: tuple[str, ...] = ()  # ids of open positions that a closed position carries too
 
 
 class _ClosedPlain(msgspec.Struct, gc=False):
@@ -117,9 +128,9 @@ class ClosedMemo:
     # A larger list is not kept: the daemon's idle RSS target is 40 MB.
     MAX_BYTES: ClassVar[int] = 32 << 20
 
-    # (closed list bytes, the day they were judged against, (closed_count, today_pnl, today_unparsed)).
-    # One tuple, replaced whole, so no reader pairs one list's bytes with another's tally.
-    last: tuple[bytes, str, tuple[int, float, int]] | None = None
+    # (closed list bytes, the day they were judged against, their Tally). One tuple, replaced whole,
+    # so no reader pairs one list's bytes with another's tally.
+    last: tuple[bytes, str, Tally] | None = None
 
 
 # Below this size closed_at is decoded as a plain string and judged after: twice as fast as the hook
@@ -128,21 +139,20 @@ class ClosedMemo:
 PLAIN_DECODE_MAX = 64 << 20
 
 
-def _judge(obj: Any, today: str) -> _Today | None:
-    """Whether a ``closed_at`` value falls on ``today`` (UTC); None for a null."""
-    if obj is None:
-        return None
-    if isinstance(obj, str):
-        if len(obj) >= 10 and (obj.endswith("Z") or obj.endswith("+00:00") or len(obj) == 10):
-            return _YES if obj.startswith(today) else _NO
+def _judge(obj: Any, today: str) -> _Today:
+    """Whether a ``closed_at`` value falls on ``today`` (UTC), or _UNPARSED when it is not a time as
+    the layout writes one: an ISO 8601 string (no zone: UTC, as the layout's times are), or Unix
+    seconds. Epoch milliseconds fall past year 9999 and are unparsed, never read as another day."""
+    if type(obj) is str:
         try:
             moment = datetime.fromisoformat(obj)
-            if moment.tzinfo is None:  # the layout's times are UTC: never read one as local time
-                moment = moment.replace(tzinfo=UTC)
-            return _YES if moment.astimezone(UTC).date().isoformat() == today else _NO
         except ValueError:
             return _UNPARSED
-    if isinstance(obj, int | float) and not isinstance(obj, bool):
+        offset = moment.utcoffset()
+        if offset:
+            moment = moment - offset  # to UTC: 23:30-05:00 closed on the next UTC day
+        return _YES if moment.date().isoformat() == today else _NO
+    if type(obj) is int or type(obj) is float:  # not bool: true is no time
         try:
             return _YES if datetime.fromtimestamp(obj, UTC).date().isoformat() == today else _NO
         except (OverflowError, OSError, ValueError):
@@ -157,6 +167,11 @@ def _today_hook(today: str) -> Any:
         return _judge(obj, today)
 
     return hook
+
+
+def _sane_pnl(pnl: Any) -> bool:
+    """A P&L as the layout writes it: a JSON number of a float's size (not a bool, string, NaN, null)."""
+    return (type(pnl) is float or type(pnl) is int) and -1e300 < pnl < 1e300
 
 
 def _read(path: Path, max_bytes: int) -> bytes | Loaded:
@@ -181,20 +196,53 @@ def _is_empty(raw: bytes) -> bool:
     return not stripped or stripped.replace(b" ", b"") == b"{}"
 
 
-def _tally(closed: list[Closed] | list[_ClosedPlain], today: str, *, judged: bool) -> tuple[int, float, int]:
-    """``(closed_count, today_pnl, today_unparsed)``; ``judged`` when the hook already read closed_at."""
+def _tally(closed: Sequence[Closed | _ClosedPlain], today: str, *, judged: bool, first: int = 0) -> Tally:
+    """Judge every closed position: the day's realised P&L and the records that cannot be judged.
+    ``judged`` when the hook already read closed_at; ``first`` is the index of ``closed[0]``."""
     today_pnl = 0.0
-    unparsed = 0
-    for c in closed:
+    unjudged = 0
+    examples: list[str] = []
+    for i, c in enumerate(closed):
         when = c.closed_at if judged else _judge(c.closed_at, today)
-        if when is _YES:
-            if isinstance(c.pnl, int | float) and not isinstance(c.pnl, bool):
-                today_pnl += c.pnl
-            else:
-                unparsed += 1
-        elif when is _UNPARSED:
-            unparsed += 1
-    return len(closed), today_pnl, unparsed
+        pnl = c.pnl
+        if when is _UNPARSED or not _sane_pnl(pnl):
+            unjudged += 1
+            if len(examples) < EXAMPLES:
+                examples.append(_why_unjudged(first + i, c, when))
+        elif when is _YES:
+            today_pnl += pnl
+    return len(closed), today_pnl, unjudged, tuple(examples)
+
+
+def _why_unjudged(index: int, c: Closed | _ClosedPlain, when: Any) -> str:
+    if when is _UNPARSED:
+        raw = c.closed_at if isinstance(c, _ClosedPlain) else "?"
+        what = "missing or null" if raw is None else f"{raw!r:.40}"
+        return f"#{index}: closed_at {what} is not an ISO 8601 UTC time or Unix seconds"
+    return f"#{index}: pnl {c.pnl!r:.40} is not a number"
+
+
+def _tally_records(raws: list[msgspec.Raw], today: str) -> Tally:
+    """The slow path, for a closed list the typed decode rejected: each record on its own, so one
+    bad record (a null, a string) is counted and named and every other record is still judged."""
+    one = msgspec.json.Decoder(_ClosedPlain)
+    today_pnl = 0.0
+    unjudged = 0
+    examples: list[str] = []
+    for i, raw in enumerate(raws):
+        try:
+            c = one.decode(raw)
+        except msgspec.ValidationError:
+            unjudged += 1
+            if len(examples) < EXAMPLES:
+                examples.append(f"#{i}: {bytes(raw)[:40].decode('utf-8', 'replace')} is not a position object")
+            continue
+        _, pnl, bad, why = _tally([c], today, judged=False, first=i)
+        today_pnl += pnl
+        unjudged += bad
+        if why and len(examples) < EXAMPLES:
+            examples.append(why[0])
+    return len(raws), today_pnl, unjudged, tuple(examples)
 
 
 def load_positions(
@@ -205,6 +253,45 @@ def load_positions(
     raw = _read(path, max_bytes)
     if isinstance(raw, Loaded):
         return raw, None
+    loaded, positions = _decode_positions(path, raw, today, memo)
+    if positions is not None and positions.open:
+        positions.also_closed = _ids_also_closed(raw, positions.open)
+    return loaded, positions
+
+
+def _ids_also_closed(raw: bytes, open_: list[Any]) -> tuple[str, ...]:
+    """The ids of open positions that a closed position carries too (the same trade both open and
+    closed). Exact, and cheap where it can be: an id string whose JSON literal does not occur after
+    the first ``"closed_positions"`` key, in a file with no backslash there (no escaped form of it),
+    cannot be a closed position's id; anything else is settled by decoding the closed ids."""
+    ids = [p.get("id") for p in open_ if isinstance(p, dict) and p.get("id") is not None]
+    if not ids:
+        return ()
+    start = raw.find(_CLOSED_KEY)
+    if start == -1:
+        return ()
+    if raw.find(b"\\", start) == -1 and all(isinstance(i, str) for i in ids):
+        maybe = [i for i in ids if raw.find(msgspec.json.encode(i), start) != -1]
+        if not maybe:
+            return ()
+    try:
+        closed = msgspec.json.decode(raw, type=_ClosedIdsDoc).closed_positions
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        # A record of another shape (the per-record path judged it): compare the records that are objects.
+        try:
+            records = msgspec.json.decode(raw, type=_RecordsDoc).closed_positions
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            return ()
+        one = msgspec.json.Decoder(_ClosedIds)
+        closed = []
+        for r in records if isinstance(records, list) else ():
+            with contextlib.suppress(msgspec.MsgspecError):
+                closed.append(one.decode(r))
+    closed_ids = {str(c.id) for c in closed if c.id is not None}
+    return tuple(sorted({str(i) for i in ids} & closed_ids))
+
+
+def _decode_positions(path: Path, raw: bytes, today: str, memo: ClosedMemo | None) -> tuple[Loaded, Positions | None]:
     size = len(raw)
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
@@ -217,18 +304,18 @@ def load_positions(
     try:
         try:
             doc = msgspec.json.Decoder(doc_type, dec_hook=hook).decode(raw)
-        except msgspec.ValidationError as e:
-            return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
+        except msgspec.ValidationError:
+            return _load_per_record(path, raw, today)
         except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports invalid UTF-8 as the latter
             try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
-                doc = msgspec.convert(decode_any(raw), doc_type, dec_hook=hook)
-            except msgspec.ValidationError as e2:
-                return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e2)), None
+                doc = msgspec.convert(decode_any(raw), _PlainPositionsDoc)
+                doc_type = _PlainPositionsDoc
+            except msgspec.ValidationError:
+                return _load_per_record(path, msgspec.json.encode(decode_any(raw)), today)
             except msgspec.DecodeError:
                 return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=size), None
     except RecursionError:  # valid JSON, perhaps, but nested deeper than any decoder here goes
         return Loaded(path, FileState.UNREADABLE, "is nested too deep to read", size=size), None
-    del raw
     missing = tuple(
         k
         for k, v in (("open_positions", doc.open_positions), ("closed_positions", doc.closed_positions))
@@ -240,6 +327,37 @@ def load_positions(
     assert not isinstance(doc.closed_positions, msgspec.UnsetType)
     counts = _tally(doc.closed_positions, today, judged=doc_type is _PositionsDoc)
     return Loaded(path, FileState.OK, size=size), Positions(list(doc.open_positions), *counts)
+
+
+class _RecordsDoc(msgspec.Struct):
+    open_positions: list[Any] | msgspec.UnsetType = msgspec.UNSET
+    closed_positions: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET
+
+
+def _load_per_record(path: Path, raw: bytes, today: str) -> tuple[Loaded, Positions | None]:
+    """The typed decode rejected a record: judge the file record by record. Only a file whose shape
+    is wrong (not an object, a list that is not a list, a key missing) is MALFORMED; a bad record
+    inside a sound shape is counted as unjudged, and the open positions are still judged whole."""
+    try:
+        doc = msgspec.json.decode(raw, type=_RecordsDoc)
+    except msgspec.ValidationError as e:
+        return _classify_untyped(path, raw, ("open_positions", "closed_positions"), str(e)), None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw)), None
+    missing = tuple(
+        k
+        for k, v in (("open_positions", doc.open_positions), ("closed_positions", doc.closed_positions))
+        if v is msgspec.UNSET
+    )
+    if missing:
+        return Loaded(
+            path, FileState.MALFORMED, f"lacks {', '.join(missing)}", missing_keys=missing, size=len(raw)
+        ), None
+    assert not isinstance(doc.open_positions, msgspec.UnsetType)
+    assert not isinstance(doc.closed_positions, msgspec.UnsetType)
+    return Loaded(path, FileState.OK, size=len(raw)), Positions(
+        list(doc.open_positions), *_tally_records(doc.closed_positions, today)
+    )
 
 
 def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None:

@@ -6,22 +6,28 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 G=.venv/bin/guardian
 DEMO=$(mktemp -d /tmp/guardian-demo.XXXXXX)
-run() { echo; echo "\$ guardian $*"; "$G" --config "$DEMO/guardian.yaml" "$@"; echo "(exit $?)"; }
+CFG="$DEMO/guardian.yaml"
+run() { echo; echo "\$ guardian $*"; "$G" --config "$CFG" "$@"; echo "(exit $?)"; }
+build() { .venv/bin/python -m guardian.demo "$DEMO/$1" --config "$DEMO/$1.yaml" "${@:2}" >/dev/null; CFG="$DEMO/$1.yaml"; }
 
-echo "== a healthy bot tree in $DEMO (1000 closed positions, paper mode)"
-.venv/bin/python -m guardian.demo "$DEMO/bot" --closed 1000 --config "$DEMO/guardian.yaml" >/dev/null
+echo "== a healthy bot tree in $DEMO/bot (1000 closed positions, paper mode)"
+build bot --closed 1000
 run check
 run gate
 
-echo; echo "== cold start: the data root emptied, stale heartbeat left behind"
-D="$DEMO/bot/trading-bot-current"
-rm -rf "$D/logs" "$D/state/wal" "$D/configs"
-echo '{"component": "bot_cycle", "pid": 999999, "ts": "2020-01-01T00:00:00Z"}' > "$D/state/heartbeats/bot_cycle.json"
-run check
+echo; echo "== a new bot's first start: no state yet, and no trace of an earlier life: a cold start"
+build new
+rm -rf "$DEMO/new/trading-bot-current/logs" "$DEMO/new/trading-bot-current/state/wal"
+run gate
+
+echo; echo "== the first bot, after it ran, loses logs/ (positions and portfolio), in real mode"
+build bot-real --mode real
+run gate >/dev/null 2>&1  # its first start: allowed, and remembered
+rm -rf "$DEMO/bot-real/trading-bot-current/logs"
 run gate
 
 echo; echo "== real mode, a duplicate position and a mid-trade crash: the gate refuses"
-.venv/bin/python -m guardian.demo "$DEMO/bot2" --mode real --config "$DEMO/guardian.yaml" >/dev/null
+build bot2 --mode real
 D="$DEMO/bot2/trading-bot-current"
 .venv/bin/python - "$D" <<'PY'
 import json, sys, pathlib
@@ -36,7 +42,6 @@ with open(d / "state/wal/operations.wal", "a") as f:
     f.write(json.dumps({"id": "op-9", "op": "POSITION_OPEN", "status": "pending", "ts": "2026-11-21T07:00:00Z"}) + "\n")
 PY
 run gate
-run heal --dry-run
-echo; echo "== the alert log: $D/logs/operator_alerts.jsonl (last 3 lines)"
-tail -n 3 "$D/logs/operator_alerts.jsonl"
+echo; echo "== the alert log: $D/logs/operator_alerts.jsonl (last 2 lines)"
+tail -n 2 "$D/logs/operator_alerts.jsonl"
 rm -rf "$DEMO"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A small, realistic stand-in for the trading bot, writing the files of ../shared/bot-layout.md.
+"""A small, realistic stand-in for the trading bot, writing the files of docs/bot-layout.md.
 
     python scripts/simulate_bot.py --home HOME [--rate HZ] [--duration S] [--mode MODE] [--seed N]
                                    [--log FILE] [--fail-after N] [--lock-style flock|soft] [--hold MS]

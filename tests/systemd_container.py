@@ -1,4 +1,4 @@
-"""A real systemd in a throwaway container, for the proof tests (the recipe of ../shared/notes/real-systemd.md).
+"""A real systemd in a throwaway container, for the proof tests.
 
 systemd-nspawn boots the host's own systemd over an overlay whose lower layer is the host's root and whose
 upper layer is a tmpfs, mounted in a private mount namespace: the container sees the host (the checkout,

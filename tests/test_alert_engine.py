@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from guardian.alerts import Alert
-from guardian.alerts.engine import AlertState, Engine, locked_state, new_silence, state_dir
+from guardian.alerts.engine import AlertState, Engine, locked_state, new_silence
 from guardian.config import AlertsConfig, load
 from guardian.demo import BotTree
+from guardian.history import state_dir
 from guardian.model import Finding, Level
 from tests.conftest import NOW, Result, read_json, write_json
 

@@ -260,8 +260,8 @@ def test_one_high_finding_under_a_strict_score_threshold_refuses_real_mode(
     out = r.json()
     assert out["score"] == 85
     assert out["heal"]["critical"] == []
-    assert "health score 85 below 90" in last_line(r.err)
-    assert "CONFIG_DRIFT config:config/asset_universe.json" in out["reasons"]
+    assert "health score 85 below 90: HIGH CONFIG_DRIFT config:config/asset_universe.json" in last_line(r.err)
+    assert out["reasons"] == ["health score 85 below 90: HIGH CONFIG_DRIFT config:config/asset_universe.json"]
     paper = cli(make_config(tree, mode="paper", extra=strict), "gate")
     assert paper.code == 0
     relaxed = cli(make_config(tree, mode="real"), "gate")
@@ -337,7 +337,7 @@ def test_each_decision_is_recorded_in_the_alert_log(
     assert allowed["action_required"] is False
     assert refused["level"] == "CRITICAL"
     assert refused["action_required"] is True
-    assert any(r.startswith("STATE_MISMATCH") for r in refused["context"]["reasons"])
+    assert any(r.startswith("portfolio not proven: STATE_MISMATCH") for r in refused["context"]["reasons"])
     assert "STATE_MISMATCH" in refused["message"]
     assert [line["code"] for line in lines if line["event"] == "firing"] == ["STATE_MISMATCH"]
 

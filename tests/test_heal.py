@@ -76,6 +76,20 @@ def truncate_in_closed(t: BotTree) -> bytes:
     return cut
 
 
+def corrupt_after_the_document(t: BotTree) -> bytes:
+    """Garbage after a complete document (a stale tail of a longer file): corrupt, yet every record is there."""
+    bad = t.positions.read_bytes() + b'\x00\x00 ions": [}'
+    t.positions.write_bytes(bad)
+    return bad
+
+
+def stop_reason(t: BotTree) -> str:
+    stop = read_json(t.emergency_stop)
+    assert stop["active"] is True, stop
+    assert stop["set_by"] == "guardian"
+    return str(stop["reason"])
+
+
 def truncate_in_open(t: BotTree) -> bytes:
     """Cut the positions file inside the first open position: its open positions are unknown."""
     raw = t.positions.read_bytes()
@@ -140,6 +154,7 @@ def test_missing_directories_are_created_and_counted(tree: BotTree, conf: Callab
 def test_a_cold_start_creates_the_positions_and_portfolio_files(tree: BotTree, conf: Callable[..., Config]) -> None:
     tree.positions.unlink()
     tree.portfolio.unlink()
+    tree.wal.unlink()  # no trace of an earlier life anywhere: a true cold start
     result = heal(conf(tree))
     assert {("STATE_FILE_MISSING", POSITIONS), ("STATE_FILE_MISSING", PORTFOLIO)} <= keys(result.before)
     assert not codes(result.after) & {"STATE_FILE_MISSING", "STATE_UNRECOVERABLE"}
@@ -152,19 +167,87 @@ def test_a_cold_start_creates_the_positions_and_portfolio_files(tree: BotTree, c
 
 
 @pytest.mark.parametrize("content", [b"", b"{}", b"  \n"], ids=["zero-bytes", "braces", "whitespace"])
-def test_an_empty_positions_file_is_initialised(tmp_path: Path, conf: Callable[..., Config], content: bytes) -> None:
-    t = build_bot_tree(tmp_path / "bot", now=datetime.now(UTC), open_positions=[])
+def test_an_empty_positions_file_of_a_new_bot_is_initialised(
+    tmp_path: Path, conf: Callable[..., Config], content: bytes
+) -> None:
+    t = build_bot_tree(tmp_path / "bot", now=datetime.now(UTC), open_positions=[], with_wal=False)
     t.positions.write_bytes(content)
+    t.portfolio.unlink()
     result = heal(conf(t))
     assert ("STATE_FILE_EMPTY", POSITIONS) in keys(result.before)
-    assert "STATE_FILE_EMPTY" not in codes(result.after)
+    assert not codes(result.after) & {"STATE_FILE_EMPTY", "STATE_FILE_MISSING", "STATE_UNRECOVERABLE"}
     assert read_json(t.positions) == {"open_positions": [], "closed_positions": []}
-    stats(result, files_created=1)
+    assert read_json(t.portfolio)["balance"] == 0
+    stats(result, files_created=2)
     (kept,) = backups_named(t, "positions_futures.json", "empty")
     assert kept.read_bytes() == content
 
 
-def test_a_malformed_positions_file_gets_the_missing_key_and_keeps_its_open_positions_exactly(
+def _trace_wal(t: BotTree) -> None:
+    """The WAL records a finished POSITION_OPEN (the demo tree writes one)."""
+
+
+def _trace_backup(t: BotTree) -> None:
+    t.backups.mkdir(parents=True, exist_ok=True)
+    (t.backups / "positions_futures.json.bak").write_text('{"open_positions": [], "closed_positions": []}')
+
+
+def _trace_alert_log(t: BotTree) -> None:
+    line = {"ts": iso_z(datetime.now(UTC)), "level": "INFO", "code": "GATE_ALLOWED", "subject": "x", "event": "gate"}
+    t.alerts.write_text(json.dumps(line) + "\n")
+
+
+def _trace_torn_portfolio(t: BotTree) -> None:
+    t.portfolio.write_text('{"balance": 10625.05, "open_positions_count": 1, "upda')
+
+
+def _trace_portfolio(t: BotTree) -> None:
+    write_json(t.portfolio, {"balance": 10625.05, "open_positions_count": 0})
+
+
+TRACES: dict[str, tuple[Callable[[BotTree], None], str]] = {
+    "wal": (_trace_wal, "state/wal/operations.wal records 2 operation line(s)"),
+    "backup": (_trace_backup, "1 backup(s) of logs/positions_futures.json"),
+    "alert-log": (_trace_alert_log, "records GATE_ALLOWED"),
+    "torn-portfolio": (_trace_torn_portfolio, "logs/portfolio_futures.json exists (corrupt; it counts 1 open"),
+    "portfolio": (_trace_portfolio, "logs/portfolio_futures.json exists (ok; it counts 0 open"),
+}
+
+
+@pytest.mark.parametrize("trace", list(TRACES))
+def test_a_missing_positions_file_is_never_created_flat_while_any_trace_of_an_earlier_life_remains(
+    tree: BotTree, conf: Callable[..., Config], trace: str
+) -> None:
+    plant, said = TRACES[trace]
+    tree.positions.unlink()
+    tree.portfolio.unlink()
+    if trace != "wal":
+        tree.wal.unlink()
+    plant(tree)
+    result = heal(conf(tree))
+    (action,) = [a for a in result.actions if a.finding.key == ("STATE_FILE_MISSING", POSITIONS)]
+    assert action.outcome is Outcome.REFUSED
+    (unrec,) = [f for f in result.after.findings if f.code == "STATE_UNRECOVERABLE" and f.subject == POSITIONS]
+    assert unrec.level is Level.CRITICAL
+    assert said in unrec.message
+    assert not tree.positions.exists()
+
+
+def test_a_missing_positions_file_is_never_created_flat_once_guardian_allowed_the_bot_to_start(
+    tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result]
+) -> None:
+    cfg = make_config(tree, mode="real")
+    assert cli(cfg, "gate").code == 0  # remembered in guardian's gate history
+    shutil.rmtree(tree.data / "logs")  # the alert log goes with it
+    tree.wal.unlink()
+    r = cli(cfg, "gate")
+    assert r.code == 1
+    assert "records 1 allowed start(s)" in r.err
+    assert "positions (so limits) not proven: STATE_UNRECOVERABLE" in r.err.strip().splitlines()[-1]
+    assert not tree.positions.exists()
+
+
+def test_a_malformed_positions_file_gets_the_missing_closed_list_keeps_its_open_positions_and_sets_the_stop(
     tree: BotTree, conf: Callable[..., Config]
 ) -> None:
     original = read_json(tree.positions)
@@ -182,10 +265,24 @@ def test_a_malformed_positions_file_gets_the_missing_key_and_keeps_its_open_posi
     stats(result, files_repaired=1)
     (kept,) = backups_named(tree, "positions_futures.json", "malformed")
     assert kept.read_bytes() == before_bytes
-    assert result.success
+    # Today's closed positions are unknown: the day's loss too, until an operator confirms it.
+    assert "it had no closed_positions" in stop_reason(tree)
+    assert "EMERGENCY_STOP_ACTIVE" in codes(result.after)
+    assert not result.success
 
 
-def test_a_truncated_positions_file_with_complete_open_positions_is_salvaged(
+def test_a_malformed_positions_file_without_open_positions_is_never_completed_flat(
+    tree: BotTree, conf: Callable[..., Config]
+) -> None:
+    write_json(tree.positions, {"closed_positions": []})
+    _set_portfolio_count(tree, 0)
+    before = tree.positions.read_bytes()
+    result = heal(conf(tree))
+    _assert_refused_unrecoverable(result, "STATE_FILE_MALFORMED")
+    assert tree.positions.read_bytes() == before
+
+
+def test_a_truncated_positions_file_keeps_its_open_positions_and_sets_the_stop_for_the_lost_closed_ones(
     big_tree: BotTree, conf: Callable[..., Config]
 ) -> None:
     opens = read_json(big_tree.positions)["open_positions"]
@@ -197,7 +294,39 @@ def test_a_truncated_positions_file_with_complete_open_positions_is_salvaged(
     stats(result, files_repaired=1)
     (kept,) = backups_named(big_tree, "positions_futures.json", "corrupt")
     assert kept.read_bytes() == cut
+    reason = stop_reason(big_tree)
+    assert "the list is cut off after the last record read" in reason
+    assert kept.name in reason  # where the lost bytes are
+    assert "EMERGENCY_STOP_ACTIVE" in codes(result.after)
+    assert not result.success
+
+
+def test_a_corrupt_positions_file_whose_records_are_all_readable_is_salvaged_whole_with_no_stop(
+    big_tree: BotTree, conf: Callable[..., Config]
+) -> None:
+    doc = read_json(big_tree.positions)
+    bad = corrupt_after_the_document(big_tree)
+    result = heal(conf(big_tree))
+    assert ("STATE_FILE_CORRUPT", POSITIONS) in keys(result.before)
+    assert read_json(big_tree.positions) == doc
+    (kept,) = backups_named(big_tree, "positions_futures.json", "corrupt")
+    assert kept.read_bytes() == bad
+    assert not big_tree.emergency_stop.exists()
     assert result.success
+
+
+def test_salvage_reads_on_past_a_garbled_closed_record_and_counts_what_it_skipped(
+    big_tree: BotTree, conf: Callable[..., Config]
+) -> None:
+    raw = big_tree.positions.read_bytes()
+    third = raw.index(b'{"id": "pos-000000003"')
+    garbled = raw[:third] + b'{"id": "pos-0000\x00\x00 garbage ' + raw[third + 40 :]
+    big_tree.positions.write_bytes(garbled)
+    result = heal(conf(big_tree))
+    closed_ids = [c["id"] for c in read_json(big_tree.positions)["closed_positions"]]
+    assert closed_ids == ["pos-000000001", "pos-000000002", "pos-000000004", "pos-000000005"]
+    assert "unreadable byte(s) in 1 place(s) between records" in stop_reason(big_tree)
+    assert not result.success
 
 
 def test_a_truncated_positions_file_whose_open_positions_are_cut_is_refused_and_left_byte_identical(
@@ -412,7 +541,7 @@ def test_an_emptied_positions_file_is_not_initialised_flat_while_the_portfolio_c
 
 def plant_many_faults(t: BotTree) -> dict[str, str]:
     """Several faults at once; return the files (relative to the home) heal must change, with the reason."""
-    truncate_in_closed(t)
+    corrupt_after_the_document(t)
     pf = read_json(t.portfolio)
     del pf["open_positions_count"]
     write_json(t.portfolio, pf)
@@ -480,6 +609,10 @@ def _fault_salvageable(t: BotTree) -> None:
     truncate_in_closed(t)
 
 
+def _fault_salvageable_whole(t: BotTree) -> None:
+    corrupt_after_the_document(t)
+
+
 def _fault_heartbeat(t: BotTree) -> None:
     stale_heartbeat(t)
 
@@ -502,6 +635,7 @@ FAULTS: dict[str, Callable[[BotTree], None]] = {
     "malformed-positions": _fault_malformed_positions,
     "malformed-portfolio": _fault_malformed_portfolio,
     "corrupt-salvageable": _fault_salvageable,
+    "corrupt-salvageable-whole": _fault_salvageable_whole,
     "corrupt-unsalvageable": _fault_unsalvageable,
     "deleted-positions": _fault_deleted_positions,
     "stale-heartbeat": _fault_heartbeat,
@@ -547,7 +681,7 @@ def test_every_changed_or_removed_file_has_a_backup_named_for_it_and_the_reason(
 def test_restoring_a_backup_puts_the_old_bytes_back_and_keeps_the_replaced_file(
     big_tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result]
 ) -> None:
-    cut = truncate_in_closed(big_tree)
+    cut = corrupt_after_the_document(big_tree)
     cfg = make_config(big_tree)
     assert cli(cfg, "heal").code == 0
     healed = big_tree.positions.read_bytes()
@@ -651,8 +785,7 @@ def test_a_corrupt_file_whose_lock_the_bot_holds_is_not_written(
     assert time.monotonic() - started < 10
     (action,) = [a for a in result.actions if a.finding.code == "STATE_FILE_CORRUPT"]
     assert action.outcome is Outcome.FAILED
-    assert "holds" in action.detail
-    assert "positions_futures.json.lock" in action.detail
+    assert action.detail == (f"the bot's lock {POSITIONS}.lock is held by pid {holder} for over 0.2s: not written")
     assert big_tree.positions.read_bytes() == cut
     assert alive(holder)
     assert not result.success

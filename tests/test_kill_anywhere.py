@@ -148,7 +148,7 @@ def plant(root: Path, kind: str, *, orphan: bool = True, daemon: bool = False) -
     doc = json.loads(t.positions.read_text())
     opens, closed = doc["open_positions"], doc["closed_positions"]
     balance = 0.0
-    if kind == "salvage":  # CORRUPT positions (cut inside closed_positions), MALFORMED portfolio
+    if kind == "salvage":  # CORRUPT positions (cut inside closed_positions: the stop is set), MALFORMED portfolio
         raw = t.positions.read_bytes()
         t.positions.write_bytes(raw[: raw.index(b'"closed_positions"') + 200])
         pf = json.loads(t.portfolio.read_text())
@@ -160,18 +160,20 @@ def plant(root: Path, kind: str, *, orphan: bool = True, daemon: bool = False) -
         tmp = t.data / "logs" / "positions_futures.json.tmp"
         tmp.write_bytes(b'{"open_positions": [{"id": "half-writ')
         lock = t.positions.with_name(t.positions.name + ".lock")
-    elif kind == "repair":  # MALFORMED positions (a key missing, an unknown one kept), EMPTY portfolio
+    elif kind == "repair":  # MALFORMED positions (closed list missing: the stop is set), torn portfolio
         _json(t.positions, {"open_positions": opens, "bot_version": "7.1"})
         closed = []
-        t.portfolio.write_bytes(b"")
+        balance = json.loads(t.portfolio.read_text())["balance"]  # salvaged from the torn file
+        t.portfolio.write_bytes(b'{"balance": %r, "open_positions_count": 1, "upd' % balance)
         shutil.rmtree(t.data / "data")
         shutil.rmtree(t.data / "state" / "wal")
         tmp = t.heartbeats / "tmp1a2b3c4d"
         tmp.write_bytes(b'{"component": "feed", "pid": 1, "ts": ')
         lock = t.portfolio.with_name(t.portfolio.name + ".lock")
-    else:  # a cold start: both state files MISSING, the backups directory too
+    else:  # a cold start: both state files MISSING, the backups directory and the WAL too
         t.positions.unlink()
         t.portfolio.unlink()
+        t.wal.unlink()
         shutil.rmtree(t.backups)
         shutil.rmtree(t.data / "configs")
         tmp = t.data / "logs" / ".portfolio_futures.json.tmp"
@@ -235,12 +237,23 @@ def heartbeat_ok(component: str) -> Callable[[Planted, bytes], str | None]:
     return ok
 
 
+def stop_ok(p: Planted, raw: bytes) -> str | None:
+    """A repair that may lose closed positions sets the stop; a cold start leaves it as it was."""
+    doc = _doc(raw)
+    if p.kind == "cold":
+        return None if raw == p.original[p.rel(p.tree.emergency_stop)] else "the stop changed on a cold start"
+    if not isinstance(doc, dict) or doc.get("active") is not True or doc.get("set_by") != "guardian":
+        return "the stop is not set by guardian"
+    return None
+
+
 def validators(p: Planted) -> dict[str, Callable[[Planted, bytes], str | None]]:
     """The state files guardian may rewrite, with what their new content must be."""
     t = p.tree
     return {
         p.rel(t.positions): positions_ok,
         p.rel(t.portfolio): portfolio_ok,
+        p.rel(t.emergency_stop): stop_ok,
         p.rel(t.heartbeats / "bot_cycle.json"): heartbeat_ok("bot_cycle"),
         p.rel(t.heartbeats / "feed.json"): heartbeat_ok("feed"),
     }
@@ -312,9 +325,13 @@ def violations(p: Planted, *, finished: bool, backup_shas: set[str] | None = Non
     return bad
 
 
-# What an unkilled heal leaves: an empty portfolio is initialised with balance 0 (a cold start), so
-# the open position it does not cover breaks the 5% limit. Nothing recoverable is ever left.
-LEFT_AFTER_HEAL: dict[str, set[str]] = {"salvage": set(), "repair": {"LIMIT_POSITION_SIZE"}, "cold": set()}
+# What an unkilled heal leaves: a repair that may have lost closed positions sets the emergency stop
+# (the day's loss is the operator's to confirm). Nothing recoverable is ever left.
+LEFT_AFTER_HEAL: dict[str, set[str]] = {
+    "salvage": {"EMERGENCY_STOP_ACTIVE"},
+    "repair": {"EMERGENCY_STOP_ACTIVE"},
+    "cold": set(),
+}
 
 
 def quiet_cli(*args: str) -> tuple[int, str, str]:
@@ -548,7 +565,7 @@ def daemon_kills(base: Path, runs: int, seed: int) -> Tally:
 
 
 def _cold_tree(root: Path) -> tuple[BotTree, Path]:
-    t = build_bot_tree(root / "bot", now=datetime.now(UTC), open_positions=[])
+    t = build_bot_tree(root / "bot", now=datetime.now(UTC), open_positions=[], with_wal=False)
     extra = {"guardian": {"state_dir": str(root / "state")}, "alerts": {"journald_socket": str(root / "none")}}
     return t, write_config(t, root / "guardian.yaml", extra=extra)
 
@@ -635,7 +652,7 @@ def test_an_unkilled_heal_repairs_every_planted_fault_and_keeps_every_byte(base:
             assert before == {
                 "DIRECTORY_MISSING", "TEMP_FILE_LEFTOVER", "LOCK_STALE", "HEARTBEAT_STALE", "ORPHAN_PROCESS",
                 *{"salvage": ("STATE_FILE_CORRUPT", "STATE_FILE_MALFORMED"),
-                  "repair": ("STATE_FILE_MALFORMED", "STATE_FILE_EMPTY"),
+                  "repair": ("STATE_FILE_MALFORMED", "STATE_FILE_CORRUPT"),
                   "cold": ("STATE_FILE_MISSING",)}[kind],
             }  # fmt: skip
             assert not run_until(heal_cmd(p), None)

@@ -144,8 +144,7 @@ def faulted_tree(root: Path, *, real: bool = False, **extra: Any) -> tuple[BotTr
     now = datetime.now(UTC)
     t = build_bot_tree(root / "bot", now=now, closed=3)
     (root / "opens.json").write_text(json.dumps(json.loads(t.positions.read_text())["open_positions"]))
-    raw = t.positions.read_bytes()
-    t.positions.write_bytes(raw[: raw.index(b'"closed_positions"') + 80])
+    t.positions.write_bytes(t.positions.read_bytes() + b"\x00 garbage")  # corrupt, every record still readable
     pf = json.loads(t.portfolio.read_text())
     del pf["open_positions_count"]
     t.portfolio.write_text(json.dumps(pf))

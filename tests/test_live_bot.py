@@ -343,22 +343,23 @@ def read_continuously(tree: BotTree, stop: threading.Event, seen: Seen) -> None:
 
 
 def inject_malformed(tree: BotTree, until: float, seed: int, injected: dict[str, int]) -> None:
-    """As a well-behaved third party would: under the bot's lock, replace the positions file with a copy
-    lacking ``closed_positions`` (STATE_FILE_MALFORMED, which guardian repairs under the same lock)."""
+    """As a well-behaved third party would: under the bot's lock, replace the portfolio with a copy
+    lacking ``open_positions_count`` (STATE_FILE_MALFORMED, which guardian repairs under the same lock
+    from the positions file, losing nothing)."""
     rng = random.Random(seed)
-    lock = filelock.FileLock(str(tree.positions) + ".lock")
+    lock = filelock.FileLock(str(tree.portfolio) + ".lock")
     k = 0
     while time.monotonic() + 1.5 < until:
         time.sleep(rng.uniform(0.3, 1.2))
         with lock.acquire(timeout=10):
-            doc = json.loads(tree.positions.read_bytes())
-            doc.pop("closed_positions")
+            doc = json.loads(tree.portfolio.read_bytes())
+            doc.pop("open_positions_count")
             k += 1
             doc["injected"] = k
             data = json.dumps(doc, indent=2).encode()
-            tmp = tree.positions.with_name(".positions_futures.json.inject.tmp")
+            tmp = tree.portfolio.with_name(".portfolio_futures.json.inject.tmp")
             tmp.write_bytes(data)
-            os.replace(tmp, tree.positions)
+            os.replace(tmp, tree.portfolio)
             injected[sha256(data)] = k
 
 

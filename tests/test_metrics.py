@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from guardian.daemon.metrics import FLUSH_INTERVAL, Metrics
-from guardian.gate import read_decisions, record_decision
+from guardian.history import GateHistory, LastDecision, read_decisions, read_history, record_decision
 from guardian.model import Finding, HealAction, Level, Outcome
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,7 +311,7 @@ RECORDER = """
 import sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-from guardian.gate import record_decision
+from guardian.history import record_decision
 
 directory, go, n, first = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 while not go.exists():
@@ -339,12 +339,12 @@ def test_gate_decisions_recorded_by_two_processes_are_counted_exactly(
                 p.kill()
                 p.wait()
     data = read_decisions(state_dir)
-    assert (data["allowed"], data["refused"]) == (n, n)
-    assert data["last"]["mode"] == "real"
+    assert (data.allowed, data.refused) == (n, n)
+    assert data.last is not None and data.last.mode == "real"
     s = flushed(metrics, textfile)
     assert value(s, "guardian_gate_decisions_total", decision="allowed") == n
     assert value(s, "guardian_gate_decisions_total", decision="refused") == n
-    assert value(s, "guardian_gate_last_decision_timestamp_seconds", decision="allowed") == data["last_allowed_t"]
+    assert value(s, "guardian_gate_last_decision_timestamp_seconds", decision="allowed") == data.last_allowed_t
     assert sorted(p.name for p in state_dir.iterdir()) == ["gate.json", "gate.json.lock"]
 
 
@@ -352,36 +352,36 @@ def test_record_decision_keeps_the_last_decision_and_when_each_kind_was_made(sta
     t1, t2 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC), datetime(2026, 11, 21, 12, 5, tzinfo=UTC)
     record_decision(state_dir / "new", allowed=True, mode="paper", reason="ok", now=t1)  # creates the directory
     record_decision(state_dir / "new", allowed=False, mode="real", reason="guardian gate: REFUSED", now=t2)
-    data = read_decisions(state_dir / "new")
-    assert data == {
-        "allowed": 1,
-        "refused": 1,
-        "last": {
-            "allowed": False,
-            "mode": "real",
-            "reason": "guardian gate: REFUSED",
-            "ts": t2.isoformat(),
-            "t": t2.timestamp(),
-        },
-        "last_allowed_t": t1.timestamp(),
-        "last_refused_t": t2.timestamp(),
-    }
+    assert read_decisions(state_dir / "new") == GateHistory(
+        allowed=1,
+        refused=1,
+        last=LastDecision(False, "real", "guardian gate: REFUSED", t2.isoformat(), t2.timestamp()),
+        last_allowed_t=t1.timestamp(),
+        last_refused_t=t2.timestamp(),
+    )
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b"\xff\xfe", b"[" * 100_000])
-def test_read_decisions_on_a_corrupt_gate_json_returns_empty(state_dir: Path, content: bytes) -> None:
+def test_a_corrupt_gate_json_counts_as_empty_is_kept_aside_and_its_history_marked_lost(
+    state_dir: Path, content: bytes
+) -> None:
     state_dir.mkdir()
     (state_dir / "gate.json").write_bytes(content)
-    assert read_decisions(state_dir) == {}
-    # The next decision starts the counts again (Prometheus reads a counter reset).
+    assert read_decisions(state_dir) == GateHistory()
+    # The next decision starts the counts again (Prometheus reads a counter reset) ...
     record_decision(state_dir, allowed=False, mode="real", reason="r", now=datetime.now(UTC))
-    assert (read_decisions(state_dir)["allowed"], read_decisions(state_dir)["refused"]) == (0, 1)
+    after = read_history(state_dir)
+    assert (after.allowed, after.refused) == (0, 1)
+    # ... but the lost history is remembered, and its bytes kept: a cold start cannot be proven from it.
+    assert after.lost is not None and "kept as gate.json.unreadable-" in after.lost
+    (kept,) = state_dir.glob("gate.json.unreadable-*")
+    assert kept.read_bytes() == content
 
 
 def test_read_decisions_of_a_missing_directory_or_a_directory_in_its_place_returns_empty(state_dir: Path) -> None:
-    assert read_decisions(state_dir) == {}
+    assert read_decisions(state_dir) == GateHistory()
     (state_dir / "gate.json").mkdir(parents=True)
-    assert read_decisions(state_dir) == {}
+    assert read_decisions(state_dir) == GateHistory()
 
 
 def test_hand_edited_counts_of_the_wrong_type_export_as_zero(state_dir: Path, metrics: Metrics, textfile: Path) -> None:

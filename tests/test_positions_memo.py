@@ -67,9 +67,9 @@ def tallies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     seen: list[int] = []
     real = state._tally
 
-    def counting(closed: Any, today: str, *, judged: bool) -> tuple[int, float, int]:
+    def counting(closed: Any, today: str, *, judged: bool, first: int = 0) -> state.Tally:
         seen.append(len(closed))
-        return real(closed, today, judged=judged)
+        return real(closed, today, judged=judged, first=first)
 
     monkeypatch.setattr(state, "_tally", counting)
     yield seen
@@ -81,7 +81,7 @@ def test_a_memoised_read_of_a_demo_tree_equals_the_plain_read(tmp_path: Path) ->
     loaded, positions = same(memo, t.positions)
     assert loaded.state is FileState.OK
     assert positions is not None and positions.closed_count == 300
-    assert memo.last is not None and memo.last[2] == (300, 0.0, 0)
+    assert memo.last is not None and memo.last[2] == (300, 0.0, 0, ())
     same(memo, t.positions)
 
 
@@ -98,10 +98,15 @@ def test_the_memo_answers_with_its_stored_tally_while_the_closed_bytes_match(pat
     memo = ClosedMemo()
     read(path, memo=memo)
     assert memo.last is not None
-    memo.last = (memo.last[0], memo.last[1], (999, 12.5, 7))
+    memo.last = (memo.last[0], memo.last[1], (999, 12.5, 7, ("#3: pnl 'x' is not a number",)))
     _, positions = read(path, memo=memo)
     assert positions is not None
-    assert (positions.closed_count, positions.today_pnl, positions.today_unparsed) == (999, 12.5, 7)
+    assert (positions.closed_count, positions.today_pnl, positions.closed_unjudged, positions.unjudged) == (
+        999,
+        12.5,
+        7,
+        ("#3: pnl 'x' is not a number",),
+    )
 
 
 def test_a_new_open_position_with_the_same_closed_list_reuses_the_tally(path: Path, tallies: list[int]) -> None:
@@ -324,7 +329,7 @@ def _shallow(r: Read) -> tuple[str, Any]:
         while isinstance(inner, list) and inner:
             inner, depth = inner[0], depth + 1
         depths.append(depth)
-    return repr(loaded), (positions.closed_count, positions.today_pnl, positions.today_unparsed, depths)
+    return repr(loaded), (positions.closed_count, positions.today_pnl, positions.closed_unjudged, depths)
 
 
 # Hypothesis: sequences of documents sharing a memo, built from a few closed lists so that reads hit,

@@ -36,6 +36,7 @@ from tests.test_live_bot import (
     Bot,
     Daemon,
     Procs,
+    guardian,
     guardian_config,
     start_bot,
     start_daemon,
@@ -48,10 +49,12 @@ SAMPLE_EVERY = 2.0
 RATE = 20.0  # the bot's ticks per second: the live-bot test covers 100 Hz; here the faults are the load
 BOT_ARGS = ("--p-trade", "0.01")  # an open or a close every few seconds: the WAL is written too
 SPARE_DIRS = ("data", "feature_store", "configs")  # required directories the bot never writes into
-SOFT_LOCK = "state/emergency_stop.json.lock"  # a lock the bot never takes, so its marker stays put
+SOFT_LOCK = "state/soak_marker.json.lock"  # a lock nobody else takes (not even clear-stop), so its marker stays put
 # What a fault may bring about besides its own alert.
 COLLATERAL = {
-    "corrupt": {"STATE_UNRECOVERABLE"},  # its open positions could not be salvaged: refused, loudly
+    # Its open positions could not be salvaged: refused, loudly; or salvaged with closed positions
+    # maybe lost: the stop is set until an operator confirms the day's loss.
+    "corrupt": {"STATE_UNRECOVERABLE", "EMERGENCY_STOP_ACTIVE"},
     # Killed mid-save or mid-trade: a temp file, an unfinished operation, one file saved of two.
     "kill": {"HEARTBEAT_STALE", "TEMP_FILE_LEFTOVER", "WAL_INCOMPLETE", "STATE_MISMATCH"},
 }
@@ -89,6 +92,7 @@ class Soak:
     daemon: Daemon
     bot: Bot
     rng: random.Random
+    config: Path
     faults: list[Fault] = field(default_factory=list)
     killed: list[int] = field(default_factory=list)  # pids of the bots the soak killed
     samples: list[Sample] = field(default_factory=list)
@@ -116,6 +120,17 @@ class Soak:
 
         self.inject("corrupt", ("STATE_FILE_CORRUPT",), "logs/positions_futures.json", do)
         self.bot.resume()  # the bot saves its whole state again
+
+        def stop_if_set() -> dict[str, Any] | None:
+            doc = self.daemon.status()
+            if doc is None or "STATE_FILE_CORRUPT" in {f["code"] for f in doc["findings"]}:
+                return None  # not yet judged
+            return doc
+
+        wait_for("the corrupt file judged", stop_if_set)
+        if self.tree.emergency_stop.exists() and json.loads(self.tree.emergency_stop.read_text())["active"]:
+            # Set by the salvage: the operator checks the day's trades, then confirms.
+            assert guardian(self.config, "clear-stop", "--approver", "soak").returncode == 0
 
     def rmdir(self) -> None:
         name = self.rng.choice(SPARE_DIRS)
@@ -223,7 +238,7 @@ def test_the_daemon_alerts_every_injected_fault_and_neither_grows_nor_stops_a_ch
     })  # fmt: skip
     daemon = start_daemon(procs, tree, config)
     bot = start_bot(procs, tree, tmp_path / "bot.jsonl", rate=RATE, seed=0, args=BOT_ARGS)
-    soak = Soak(tree, tmp_path, procs, daemon, bot, random.Random(20261121))
+    soak = Soak(tree, tmp_path, procs, daemon, bot, random.Random(20261121), config)
     soak.wait_clean()
     kinds: dict[str, Callable[[], None]] = {
         "corrupt": soak.corrupt, "rmdir": soak.rmdir, "stale_lock": soak.stale_lock,

@@ -23,6 +23,7 @@ from typing import Any
 
 from guardian.alerts import Alert, fingerprint, iso
 from guardian.config import AlertsConfig, Config
+from guardian.history import state_dir
 from guardian.model import Finding, Level
 
 STATE_FILE = "alerts.json"
@@ -82,12 +83,6 @@ class AlertState:
 
     def silenced(self, code: str, subject: str, now: float) -> Silence | None:
         return next((s for s in self.silences if s.matches(code, subject, now)), None)
-
-
-def state_dir(cfg: Config) -> Path:
-    """``$STATE_DIRECTORY`` where systemd sets it (StateDirectory=), else the config's value."""
-    env = os.environ.get("STATE_DIRECTORY")
-    return Path(env.split(":")[0]) if env else cfg.guardian.state_dir
 
 
 @contextlib.contextmanager

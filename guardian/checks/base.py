@@ -5,19 +5,31 @@ from __future__ import annotations
 import math
 from typing import Any, TypeGuard
 
-from guardian.model import UNKNOWN, Finding, Level
+from guardian.model import UNKNOWN, Fact, Finding, Level
+
+_READABLE = "make the file readable to guardian and a regular file, then re-run `guardian check`"
 
 
-def unknown(subject: str, message: str, level: Level = Level.CRITICAL, **context: Any) -> Finding:
-    """A check could not decide. CRITICAL where not knowing could hide a dangerous finding."""
+def unknown(
+    subject: str,
+    message: str,
+    level: Level = Level.CRITICAL,
+    *,
+    concern: Fact | None = None,
+    action: str | None = None,
+    **context: Any,
+) -> Finding:
+    """A check could not decide. CRITICAL where not knowing could hide a dangerous finding; with a
+    ``concern``, the fact it leaves unproven blocks real mode whatever the level."""
     return Finding(
         UNKNOWN,
         level,
         subject,
         message,
         recoverable=False,
-        action="make the file readable to guardian and a regular file, then re-run `guardian check`",
+        action=action or _READABLE,
         context=context,
+        concern=concern,
     )
 
 

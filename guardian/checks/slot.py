@@ -11,11 +11,12 @@ import msgspec
 from guardian.checks.base import position_key
 from guardian.context import Context
 from guardian.fsutil import read_regular
-from guardian.model import Finding, Level
+from guardian.model import Fact, Finding, Level, Proof
 from guardian.state import load_closed_ids, load_open_positions
 
 
-def check_link(ctx: Context) -> Iterator[Finding]:
+def check_link(ctx: Context) -> Iterator[Finding | Proof]:
+    """The link names a slot in slots/ and, where one is named, the deployed one; proves SLOT."""
     s = ctx.slot
     if s.problem:
         yield Finding(
@@ -25,6 +26,7 @@ def check_link(ctx: Context) -> Iterator[Finding]:
             f"deployment link {s.link} {s.problem}; the bot would run unknown code",
             action=f"point {s.link.name} at a slot in {s.slots_dir} (ln -sfn slots/<name> {s.link.name}.new && mv -T ...)",
             context={"link": str(s.link)},
+            concern=Fact.SLOT,
         )
     elif s.deployed and s.deployed != s.name:
         yield Finding(
@@ -34,7 +36,11 @@ def check_link(ctx: Context) -> Iterator[Finding]:
             f"link points to slot {s.name!r} but the deployed slot is {s.deployed!r}",
             action="flip the link to the deployed slot, or update DEPLOYED_SLOT if the deploy was intended",
             context={"linked": s.name, "deployed": s.deployed},
+            concern=Fact.SLOT,
         )
+    else:
+        named = f"the deployed slot {s.deployed!r}" if s.deployed else f"slot {s.name!r} (no deployed slot named)"
+        yield Proof(Fact.SLOT, f"{ctx.cfg.bot.current_link} points to {named}")
 
 
 def previous_slot(ctx: Context) -> Path | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from guardian.checks.base import ago, unknown
 from guardian.context import Context
 from guardian.fsutil import describe_kind, lstat_or_none
-from guardian.model import Finding, Level
+from guardian.model import Fact, Finding, Level
 from guardian.state import FileState, Loaded
 
 
@@ -51,10 +51,11 @@ _STATE_CODES = {
 def state_finding(ctx: Context, loaded: Loaded) -> Finding | None:
     """The finding for one state file's condition, or None when it is sound."""
     subject = ctx.rel(loaded.path)
+    concern = Fact.POSITIONS if loaded.path == ctx.positions_path else Fact.PORTFOLIO
     if loaded.state is FileState.OK:
         return None
     if loaded.state is FileState.UNREADABLE:
-        return unknown(subject, f"cannot read {subject}: it {loaded.detail}; its contents are unknown")
+        return unknown(subject, f"cannot read {subject}: it {loaded.detail}; its contents are unknown", concern=concern)
     code, level = _STATE_CODES[loaded.state]
     return Finding(
         code,
@@ -63,6 +64,7 @@ def state_finding(ctx: Context, loaded: Loaded) -> Finding | None:
         f"{subject} {loaded.detail}",
         recoverable=True,
         context={"missing_keys": ",".join(loaded.missing_keys)} if loaded.missing_keys else {},
+        concern=concern,
     )
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from guardian import config as config_mod
 from guardian.alerts import Alert, Alerter, iso
 from guardian.alerts.build import build_alerter
-from guardian.alerts.engine import engine_for, state_dir
+from guardian.alerts.engine import engine_for
 from guardian.checks import CHECKS, data_readable, run_check
 from guardian.checks.base import unknown
 from guardian.checks.heartbeats import next_change, read_beats
@@ -34,8 +34,10 @@ from guardian.daemon import status as status_mod
 from guardian.daemon.notify import Notifier
 from guardian.daemon.watch import ALL, Router, Watcher, real_path
 from guardian.heal import REMEDIES, HealResult, heal, remedy_for
-from guardian.model import Finding, Level, Outcome, Report, health_score
+from guardian.history import state_dir
+from guardian.model import Finding, HealAction, Level, Outcome, Proof, Report, health_score
 from guardian.state import ClosedMemo
+from guardian.verdict import Verdict, judge
 
 if TYPE_CHECKING:
     from guardian.daemon.metrics import Metrics
@@ -58,6 +60,7 @@ IDLE = 1.0  # this long after the last evaluation, the daemon is idle
 @dataclass
 class CheckState:
     findings: list[Finding] = field(default_factory=list)
+    proofs: list[Proof] = field(default_factory=list)  # of its last run; none after one that raised
     last_run: float = float("-inf")  # monotonic
     duration: float = 0.0
     runs: int = 0
@@ -94,6 +97,7 @@ class Daemon:
         self.checks = {name: CheckState() for name in ALL_CHECKS}
         self.deferred: dict[str, float] = {}  # check -> time of its first event, waiting out `coalesce`
         self.heal_findings: list[Finding] = []  # from the last heal attempt
+        self.heal_actions: list[HealAction] = []  # of the last heal attempt, those that did not heal
         self.config_error: Finding | None = None
         self.last_key: Picture | None = None
         self.last_heal_key: frozenset[tuple[str, str]] = frozenset()
@@ -341,14 +345,16 @@ class Daemon:
             if check.needs_data and not readable:
                 # The slot finding says why the data cannot be looked at; a backoff about data that
                 # is not there any more would only keep the loop waking.
-                st.findings, st.errors = [], 0
+                st.findings, st.proofs, st.errors = [], [], 0
                 continue
             if st.errors and st.backoff_until > now_m:
                 continue  # backing off: its last findings stand
             t0 = time.perf_counter()
-            found, err = run_check(check, ctx)
+            ran = run_check(check, ctx)
+            found, err = ran.findings, ran.error
             st.duration = time.perf_counter() - t0
             st.last_run, st.runs = now_m, st.runs + 1
+            st.proofs = ran.proofs
             if err is None:
                 st.findings, st.errors, st.last_error = found, 0, None
             else:
@@ -392,6 +398,18 @@ class Daemon:
         if self.config_error is not None:
             out.append(self.config_error)
         return out
+
+    def verdict(self) -> Verdict:
+        """What the gate would decide now, from the last run of each of its checks (the running
+        bot's own checks aside: before the gate lets it start, a bot is not running)."""
+        names = [c.name for c in CHECKS if not c.daemon_only]
+        findings = [f for n in names for f in self.checks[n].findings] + self.heal_findings
+        if self.config_error is not None:
+            findings.append(self.config_error)
+        proofs = tuple(p for n in names for p in self.checks[n].proofs)
+        incomplete = tuple(f"{n}: {st.last_error}" for n in names if (st := self.checks[n]).errors)
+        report = Report(tuple(findings), iso(self.last_check), self.cfg.bot.mode, proofs, incomplete)
+        return judge(report, self.heal_actions, mode=self.cfg.bot.mode, min_score=self.cfg.thresholds.min_health_score)
 
     def evaluate(self, due: dict[str, float | None], *, sweep: bool = False) -> None:
         cpu0 = time.thread_time()
@@ -455,7 +473,7 @@ class Daemon:
             todo = [f for f in findings if f.recoverable and f.code in REMEDIES and f.code not in NOT_AT_RUNTIME]
             heal_key = frozenset((f.code, f.subject) for f in todo)
             if not todo:
-                self.heal_findings = []
+                self.heal_findings, self.heal_actions = [], []
             elif (
                 heal_now
                 and self.cfg.daemon.heal
@@ -474,6 +492,7 @@ class Daemon:
                     ]
                 else:
                     self.heal_findings = [f for f in result.after.findings if f.code in HEAL_CODES]
+                self.heal_actions = [a for a in result.actions if a.outcome is not Outcome.HEALED]
                 for a in result.actions:
                     self.heal_counts[a.outcome.value] += 1
                     if a.outcome is Outcome.HEALED:
@@ -555,6 +574,7 @@ class Daemon:
             "worst": status_mod.worst_level(findings),
             "counts": status_mod.level_counts(findings),
             "findings": [f.to_json() for f in sorted(findings, key=lambda f: -f.level)],
+            "verdict": {**(v := self.verdict()).to_json(), "reason": v.reason("daemon")},
             "checks": {
                 name: {
                     "runs": st.runs,

@@ -53,9 +53,15 @@ class _Snapshot:
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             families = list(self._inner.collect())
-        from guardian.gate import read_decisions  # loaded at the first collection, not at import
+        from guardian.history import read_decisions  # loaded at the first collection, not at import
 
-        data = read_decisions(self._state_dir)
+        h = read_decisions(self._state_dir)
+        data = {
+            "allowed": h.allowed,
+            "refused": h.refused,
+            "last_allowed_t": h.last_allowed_t,
+            "last_refused_t": h.last_refused_t,
+        }
         # A real counter: gate.json keeps the counts across restarts of both processes.
         total = CounterMetricFamily(
             "guardian_gate_decisions", "Start decisions of `guardian gate`, from gate.json", labels=["bot", "decision"]

@@ -6,10 +6,13 @@ in REMEDIES (the order is the order remedies run in). Dangerous findings have no
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import importlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from guardian.backups import BackupStore
@@ -107,18 +110,15 @@ def _slot_guard(ctx: Context, report: Report) -> str | None:
 
 
 def _escapes(ctx: Context, f: Finding) -> str | None:
-    """Why a remedy for ``f`` would write outside the bot's tree, if it would: a directory on its
-    way (or the backups directory) is a symlink out of the home and the data root. As root,
-    writing through it could change any file on the host."""
+    """Why a remedy for ``f`` would write outside the bot's tree, if it would: the directory it writes
+    in, or the backups directory, is reached through a symlink out of the home and the data root."""
     rel = f.context.get("file") if f.code == "HEARTBEAT_STALE" else f.subject
     if f.code == "ORPHAN_PROCESS" or not isinstance(rel, str):
         return None
-    roots = (ctx.home.resolve(), ctx.data.resolve())
-    for d in ((ctx.data / rel).parent, ctx.backups_dir):
-        real = d.resolve()
-        if not any(real.is_relative_to(r) for r in roots):
-            return f"{ctx.rel(d)} leads to {real}, outside the bot's tree: nothing is written through it"
-    return None
+    dirs = [(ctx.data / rel).parent, ctx.backups_dir]
+    if f.code.startswith("STATE_FILE_"):
+        dirs.append(ctx.stop_path.parent)  # a salvage that may lose closed positions sets the stop
+    return next((why for d in dirs if (why := ctx.leads_outside(d))), None)
 
 
 class Budget(Protocol):
@@ -165,9 +165,11 @@ def heal(
         try:
             return remedy_for(f.code)(h, f)
         except LockBusy as e:
-            return failed(f, f"the bot holds {e.filename}: not written")
+            return failed(f, f"the bot's lock {_where(ctx, e)} is {e.strerror}: not written")
         except OSError as e:
-            return failed(f, f"{type(e).__name__}: {e}")
+            return failed(f, os_error_text(ctx, e))
+        except Exception as e:  # a bug in one remedy: the others still run, and the verdict names it
+            return failed(f, f"the remedy raised {type(e).__name__}: {e}")
 
     todo = sorted((f for f in before.findings if f.recoverable and f.code in REMEDIES), key=rank)
     actions = [attempt(f) for f in todo if f.code == "ORPHAN_PROCESS"]
@@ -181,7 +183,7 @@ def heal(
     actions += [attempt(f) for f in todo if f.code != "ORPHAN_PROCESS"]
     if dry_run or not any(a.outcome is Outcome.HEALED for a in actions):
         # Nothing was changed: the first look stands (and a healthy gate reads the state once).
-        after = Report(before.findings + tuple(h.extra_findings), before.checked_at, before.mode)
+        after = dataclasses.replace(before, findings=before.findings + tuple(h.extra_findings))
         return HealResult(before, after, tuple(actions), dry_run)
     # Verify: a fresh look at the tree (same clock reading), and a remedy whose finding is still
     # there did not work, whatever it reported.
@@ -199,5 +201,16 @@ def heal(
         for a in verified:
             if a.outcome in (Outcome.HEALED, Outcome.FAILED):
                 budget.note_heal(a.finding.code, a.finding.subject)
-    after = Report(rechecked.findings + tuple(h.extra_findings), rechecked.checked_at, rechecked.mode)
+    after = dataclasses.replace(rechecked, findings=rechecked.findings + tuple(h.extra_findings))
     return HealResult(before, after, tuple(verified), dry_run)
+
+
+def _where(ctx: Context, e: OSError) -> str:
+    return ctx.rel(Path(e.filename)) if isinstance(e.filename, str) else "?"
+
+
+def os_error_text(ctx: Context, e: OSError) -> str:
+    """An OS error as the operator needs it: ``no space left on device (ENOSPC): logs/positions_futures.json``."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    what = (e.strerror or str(e)).lower() if e.strerror else str(e)
+    return f"{what}{f' ({name})' if name else ''}{f': {_where(ctx, e)}' if e.filename else ''}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from guardian.backups import BackupStore
 from guardian.context import Context
@@ -16,6 +17,8 @@ class HealContext:
     store: BackupStore
     dry_run: bool
     extra_findings: list[Finding] = field(default_factory=list)  # raised by refusals (STATE_UNRECOVERABLE)
+    # A dry run's planned positions file: what the portfolio's plan then counts, as the real run would.
+    planned_positions: dict[str, Any] | None = None
 
     @property
     def lock_timeout(self) -> float:
