@@ -89,6 +89,7 @@ class Limits:
     max_daily_loss_pct: float = 2.0
     max_open_positions: int = 3
     require_stop_loss: bool = True
+    max_leverage: float = 125.0  # leverage above this on an open position is CRITICAL (Binance's maximum is 125)
 
 
 @dataclass(frozen=True)
