@@ -86,7 +86,8 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
     assert any(p.startswith("alertz: unknown key; did you mean 'alerts'?") for p in problems)
     assert any(p.startswith("thresholds.lock_stale: must be a duration") for p in problems)
     assert any(p.startswith("limits.max_open_positions: must be an integer") for p in problems)
-    assert len(problems) == 5  # the score's range is checked once the types are right
+    assert "thresholds.min_health_score: must be in [0, 100], got 150" in problems  # beside the type errors
+    assert len(problems) == 6
 
 
 def test_missing_required_keys_are_named() -> None:
