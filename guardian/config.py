@@ -18,7 +18,10 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import yaml
 
 DEFAULT_CONFIG = Path("/etc/guardian/guardian.yaml")
 EX_CONFIG = 78  # sysexits.h: configuration error
@@ -606,6 +609,75 @@ def _show(value: object) -> str:
     return _REPR.repr(value)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _duplicate_keys(root: yaml.Node) -> list[str]:
+    """Every key given twice in one mapping, at any depth, with its key path and lines.
+
+    Found on the composed nodes, before they become dicts, which keep the last of two equal keys
+    without a word: ``mode: real`` then ``mode: paper`` once ran a bot in paper mode. Not in the
+    constructor's construct_mapping: it does not know the key path, and a ``<<`` merge flattens
+    the merged mapping in place before that mapping's own turn (its keys would look duplicated).
+    """
+    import yaml
+
+    found: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    collections = (yaml.MappingNode, yaml.SequenceNode)  # only these hold keys; scalars are not walked
+    todo: list[tuple[yaml.Node, str]] = [(root, "")] if isinstance(root, collections) else []
+    while todo:  # depth first, in document order: an anchored node is met where it is written
+        node, path = todo.pop()
+        if id(node) in seen:  # an alias: checked where its anchor is
+            continue
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value) if isinstance(item, collections)]
+        else:
+            keys: dict[object, tuple[str, list[yaml.Mark]]] = {}  # by key: its name and where it is
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:  # `<<` is no key but mappings merged in: checked under this path
+                    children.append((value_node, path))
+                elif isinstance(key_node, yaml.ScalarNode):
+                    # The tag tells `1` from `"1"`; every key guardian knows is a string.
+                    key = key_node.value if key_node.tag == _STR_TAG else (key_node.tag, key_node.value)
+                    keys.setdefault(key, (key_node.value, []))[1].append(key_node.start_mark)
+                    if isinstance(value_node, collections):
+                        children.append((value_node, f"{path}.{key_node.value}" if path else key_node.value))
+            for name, marks in keys.values():
+                if len(marks) > 1:
+                    where = f"{path}.{name}" if path else name
+                    found.append(
+                        (marks[0].line, f"{where}: duplicate key, at {_lines(marks)}: YAML keeps only the last")
+                    )
+        todo += reversed(children)
+    return [message for _, message in sorted(found)]
+
+
+def _lines(marks: Sequence[yaml.Mark]) -> str:
+    """``lines 3 and 5``; ``lines 1:7 and 1:19`` (with columns) for keys that share a line."""
+    rows = [m.line for m in marks]
+    at = [f"{m.line + 1}:{m.column + 1}" if rows.count(m.line) > 1 else str(m.line + 1) for m in marks]
+    return f"lines {', '.join(at[:-1])} and {at[-1]}"
+
+
+def _load_yaml(text: str) -> tuple[object, list[str]]:
+    """The YAML document in ``text`` and its duplicate keys."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml when present: same rules, faster
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        duplicates = _duplicate_keys(node)  # first: constructing flattens `<<` merges in place
+        return loader.construct_document(node), duplicates
+    finally:
+        loader.dispose()
+
+
 def leaf_fields(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
     """Every key of ``cls`` (a section's keys, not the section), in order: key path, field, type."""
     for f in dataclasses.fields(cls):
@@ -628,9 +700,8 @@ def parse(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     """Return the Config in ``text``. Raise ConfigError listing every problem."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same rules, faster
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 -- a SafeLoader, equivalent to safe_load
+        data, duplicates = _load_yaml(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -640,6 +711,7 @@ def parse(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     except (ValueError, TypeError, OverflowError, RecursionError) as e:  # a value YAML's own constructors reject
         raise ConfigError(source, [f"YAML value error: {type(e).__name__}: {e}"]) from None
     b = _Builder(base_dir or Path.cwd())
+    b.problems += duplicates
     cfg: Config = b.build(Config, {} if data is None else data, "")
     if b.problems:
         raise ConfigError(source, b.problems)
