@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -215,8 +216,8 @@ def parse_duration(value: object) -> float:
 
 
 # --- what each key may be ------------------------------------------------------------------------
-# One table, RULES, holds every bound and path rule, as data: the builder enforces it, and the docs
-# can be written from it.
+# One table, RULES, holds every bound and path rule: the builder enforces it and the key table of
+# docs/configuration.md is rendered from it (reference_markdown), so the two cannot drift apart.
 
 MINUTE, HOUR, DAY, WEEK = 60.0, 3600.0, 86400.0, 604800.0
 
@@ -686,6 +687,62 @@ def leaf_fields(cls: type[Any], prefix: str = "") -> Iterator[tuple[str, datacla
             yield from leaf_fields(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
         else:
             yield f"{prefix}{f.name}", f, tp
+
+
+_DOC_TYPES: dict[object, str] = {
+    bool: "`true` or `false`",
+    int: "integer",
+    float: "number",
+    str: "string",
+    Path: "path",
+    tuple: "list of strings",
+}
+
+
+def reference_markdown() -> str:
+    """The generated part of docs/configuration.md: every key with its default, its bound and why."""
+    rows = ["| Key | Type | Default | Allowed | Why |", "|---|---|---|---|---|"]
+    for path, f, tp in leaf_fields(Config):
+        show = format_duration if f.metadata.get("duration") else _format_number
+        rule = RULES.get(path)
+        allowed, why = (rule.describe(show), rule.why) if rule else ("", "")
+        if rule and typing.get_origin(tp) is tuple:
+            allowed = f"each entry {allowed}"
+        rows.append(f"| `{path}` | {_doc_type(tp, f)} | {_doc_default(f, show)} | {allowed} | {why} |")
+    keys = [f"`{k}`" for k, rule in RULES.items() if isinstance(rule, NotSystemDir)]
+    dirs = ", ".join(f"`{d}`" for d in SYSTEM_DIRS)
+    trees = ", ".join(f"`{d}`" for d in KERNEL_TREES)
+    return "\n".join(
+        [
+            *rows,
+            "",
+            f"System directories, refused as {', '.join(keys[:-1])} and {keys[-1]} (as written, and once"
+            f" symlinks and `..` are resolved): {dirs}; and {trees} with everything inside them.",
+        ]
+    )
+
+
+def _doc_type(tp: Any, f: dataclasses.Field[Any]) -> str:
+    inner = _optional(tp)
+    base = tp if inner is None else inner
+    if f.metadata.get("duration"):
+        text = "duration"
+    elif typing.get_origin(base) is Literal:
+        text = " or ".join(f"`{a}`" for a in typing.get_args(base))
+    else:
+        text = _DOC_TYPES[typing.get_origin(base) or base]
+    return text if inner is None else f"{text} or `null`"
+
+
+def _doc_default(f: dataclasses.Field[Any], show: Show) -> str:
+    v = f.default
+    if v is dataclasses.MISSING:
+        return "required"
+    if isinstance(v, bool) or v is None:
+        return f"`{json.dumps(v)}`"
+    if isinstance(v, tuple):
+        return f"`{json.dumps(list(v))}`"
+    return f"`{show(v)}`" if isinstance(v, int | float) else f"`{v}`"
 
 
 def resolve_path(cli_value: str | None) -> Path:

@@ -1,4 +1,4 @@
-"""The config's bounds and path rules: one table (RULES), enforced with each key's path."""
+"""The config's bounds and path rules: one table (RULES), enforced with each key's path, and documented."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from guardian.config import (
     leaf_fields,
     load,
     parse,
+    reference_markdown,
 )
 from guardian.demo import BotTree
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 HOME = "/srv/tradingbot"
 
 
@@ -253,3 +255,24 @@ def test_the_shipped_example_names_the_leverage_limit() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "guardian.yaml"
     assert load(example).limits.max_leverage == 125.0
     assert "max_leverage: 125.0" in example.read_text()
+
+
+# --- docs/configuration.md -------------------------------------------------------------------------
+
+
+def test_docs_configuration_md_holds_the_key_table_rendered_from_the_code() -> None:
+    rendered = reference_markdown()
+    assert rendered in DOC.read_text(encoding="utf-8"), (
+        "docs/configuration.md is out of date with RULES in guardian/config.py: replace the part between its"
+        " 'generated' markers with the output of\n"
+        "  .venv/bin/python -c 'from guardian.config import reference_markdown; print(reference_markdown())'"
+    )
+
+
+def test_the_rendered_table_has_a_row_for_every_key_with_its_bound() -> None:
+    rows = {
+        line.split(" | ")[0].strip("| `"): line for line in reference_markdown().splitlines() if line.startswith("| `")
+    }
+    assert list(rows) == [path for path, _, _ in leaf_fields(Config)]
+    assert "| (0, 1min] |" in rows["heal.lock_timeout"]
+    assert "| `125` | [1, 1000] |" in rows["limits.max_leverage"]
