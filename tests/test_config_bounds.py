@@ -108,6 +108,7 @@ def test_a_value_at_its_bound_is_accepted_and_one_past_it_refused_with_the_key_p
         ("metrics", "listen", "127.0.0.1:65536", "metrics.listen: must be HOST:PORT such as 127.0.0.1:9815, got '127.0.0.1:65536'"),
         ("metrics", "listen", ":9815", "metrics.listen: must be HOST:PORT such as 127.0.0.1:9815, got ':9815'"),
         ("metrics", "listen", "localhost:９８", "metrics.listen: must be HOST:PORT such as 127.0.0.1:9815, got 'localhost:９８'"),
+        ("metrics", "listen", "localhost:²", "metrics.listen: must be HOST:PORT such as 127.0.0.1:9815, got 'localhost:²'"),  # was: int() raised
         ("alerts", "webhook", "file:///etc/passwd", "alerts.webhook: must be an http:// or https:// URL with a host, got 'file:///etc/passwd'"),
         ("alerts", "webhook", "https://hooks:99999/x", "alerts.webhook: must be an http:// or https:// URL with a host, got 'https://hooks:99999/x'"),
     ],
