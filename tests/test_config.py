@@ -86,7 +86,8 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
     assert any(p.startswith("alertz: unknown key; did you mean 'alerts'?") for p in problems)
     assert any(p.startswith("thresholds.lock_stale: must be a duration") for p in problems)
     assert any(p.startswith("limits.max_open_positions: must be an integer") for p in problems)
-    assert len(problems) == 5  # the score's range is checked once the types are right
+    assert "thresholds.min_health_score: must be in [0, 100], got 150" in problems  # beside the type errors
+    assert len(problems) == 6
 
 
 def test_missing_required_keys_are_named() -> None:
@@ -147,3 +148,108 @@ def test_a_daemon_cpu_budget_outside_0_to_100_percent_is_refused(value: int) -> 
         parse(f"bot: {{home: /x, mode: paper}}\ndaemon: {{cpu_percent: {value}}}\n")
     [problem] = e.value.problems
     assert problem.startswith("daemon.cpu_percent: must") and problem.endswith(f"got {value}"), problem
+
+
+# --- duplicate keys ------------------------------------------------------------------------------
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    return e.value.problems
+
+
+def test_a_duplicate_mode_key_is_refused_with_both_lines() -> None:
+    # Was: the second `mode` silently won, and a bot meant to trade for real ran in paper mode.
+    text = "bot:\n  home: /srv/tradingbot\n  mode: real\n  unit: tradingbot.service\n  mode: paper\n"
+    assert problems_of(text) == ["bot.mode: duplicate key, at lines 3 and 5: YAML keeps only the last"]
+
+
+def test_a_duplicate_top_level_section_is_refused_with_both_lines() -> None:
+    text = (
+        "bot: {home: /srv/tradingbot, mode: real}\nlimits: {max_open_positions: 1}\nlimits: {max_open_positions: 9}\n"
+    )
+    assert problems_of(text) == ["limits: duplicate key, at lines 2 and 3: YAML keeps only the last"]
+
+
+def test_a_duplicate_key_deep_in_a_list_is_found_with_its_key_path() -> None:
+    text = "bot: {home: /srv/tradingbot, mode: paper}\nalerts:\n  command:\n    - {a: 1, b: 2}\n    - {x: 1, x: 2}\n"
+    problems = problems_of(text)
+    assert "alerts.command[1].x: duplicate key, at lines 5:8 and 5:14: YAML keeps only the last" in problems
+    assert any(p.startswith("alerts.command: must be a list of strings") for p in problems)
+
+
+def test_a_key_given_three_times_on_one_line_is_named_with_each_column() -> None:
+    [problem] = problems_of("bot: {home: /srv/tradingbot, mode: real, mode: paper, mode: real}\n")
+    assert problem == "bot.mode: duplicate key, at lines 1:30, 1:42 and 1:55: YAML keeps only the last"
+
+
+def test_a_duplicate_key_is_reported_with_every_other_problem() -> None:
+    text = "bot: {home: /srv/tradingbot, mode: real, mode: paper, colour: x}\nheal: {lock_timeout: 1h}\n"
+    problems = problems_of(text)
+    assert problems[0].startswith("bot.mode: duplicate key")
+    assert any(p.startswith("bot.colour: unknown key") for p in problems)
+    assert any(p.startswith("heal.lock_timeout: must be in") for p in problems)
+    assert len(problems) == 3
+
+
+def test_keys_equal_only_as_text_are_not_duplicates() -> None:
+    # `1` is an integer, "1" a string: two keys for YAML (both unknown to guardian).
+    problems = problems_of('bot: {home: /srv/tradingbot, mode: paper, 1: a, "1": b}\n')
+    assert not any("duplicate" in p for p in problems), problems
+    assert len(problems) == 2
+
+
+def test_overriding_a_merged_key_is_not_a_duplicate() -> None:
+    # `<<` merges are what the override is for. The anchor sits deeper than the mapping merging it,
+    # and it merges another anchor itself: PyYAML flattens it in place before its own turn.
+    text = (
+        "bot:\n"
+        "  home: /srv/tradingbot\n"
+        "  mode: paper\n"
+        "thresholds: &t {lock_stale: 1m, heartbeat_stale: 5m}\n"
+        "daemon: {sweep: 10s}\n"
+        "alerts:\n"
+        "  command: []\n"
+        "heal: {<<: *t, lock_timeout: 1s}\n"
+    )
+    problems = problems_of(text)
+    assert not any("duplicate" in p for p in problems), problems
+    text = (
+        "x-base: &base {lock_stale: 1m}\n"
+        "x-outer: {inner: &mid {<<: *base, lock_stale: 2m}}\n"
+        "x-late: {<<: *mid}\n"
+        "bot: {home: /srv/tradingbot, mode: paper}\n"
+    )
+    assert not any("duplicate" in p for p in problems_of(text))
+
+
+def test_a_duplicate_in_a_mapping_merged_in_place_is_named_under_the_merging_key() -> None:
+    text = "bot: {<<: {home: /srv/a, home: /srv/b}, mode: paper}\n"
+    assert problems_of(text) == ["bot.home: duplicate key, at lines 1:12 and 1:26: YAML keeps only the last"]
+
+
+def test_a_duplicate_in_an_anchored_mapping_is_reported_once_where_the_anchor_is() -> None:
+    text = "bot: &b {home: /srv/tradingbot, mode: real, mode: paper}\nx-copy: *b\nx-merge: {<<: *b}\n"
+    problems = [p for p in problems_of(text) if "duplicate" in p]
+    assert problems == ["bot.mode: duplicate key, at lines 1:33 and 1:45: YAML keeps only the last"]
+
+
+def test_a_recursive_alias_is_not_walked_forever() -> None:
+    problems = problems_of("bot: {home: /srv/tradingbot, mode: paper}\nx: &loop [*loop, {a: 1, a: 2}]\n")
+    assert "x[1].a: duplicate key, at lines 2:19 and 2:25: YAML keeps only the last" in problems
+
+
+def test_duplicates_are_found_without_libyaml_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)  # the pure-Python loader, as on a host without libyaml
+    assert problems_of("bot:\n  home: /srv/tradingbot\n  mode: real\n  mode: paper\n") == [
+        "bot.mode: duplicate key, at lines 3 and 4: YAML keeps only the last"
+    ]
+
+
+def test_validate_config_exits_78_for_a_duplicate_key(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(f"bot:\n  home: {tmp_path / 'bot'}\n  mode: real\n  mode: paper\n")
+    r = cli(dup, "validate-config")
+    assert r.code == EX_CONFIG
+    assert "bot.mode: duplicate key, at lines 3 and 4" in r.err
