@@ -32,9 +32,15 @@ class Volume:
     """What statvfs says of the filesystem (as mounted) that holds a path."""
 
     readonly: bool
+    size: int  # f_blocks in bytes; 0 where the filesystem keeps no count of its space (ramfs)
     free: int  # bytes an unprivileged writer may still use (f_bavail)
-    inodes: int  # f_files; 0 where the filesystem does not count inodes (btrfs)
+    inodes: int  # f_files; 0 where the filesystem does not count inodes (btrfs, ramfs)
     free_inodes: int  # f_favail
+
+    @property
+    def counts_space(self) -> bool:
+        """False for a filesystem that reports 0 of 0 bytes free (ramfs): it has no limit to report."""
+        return self.size > 0
 
     @property
     def out_of_inodes(self) -> bool:
@@ -70,6 +76,7 @@ def volume(path: Path) -> Volume:
     v = os.statvfs(path)
     return Volume(
         readonly=bool(v.f_flag & os.ST_RDONLY),
+        size=v.f_blocks * v.f_frsize,
         free=v.f_bavail * v.f_frsize,
         inodes=v.f_files,
         free_inodes=v.f_favail,

@@ -42,6 +42,7 @@ __all__ = [
     "fill",
     "immutable",
     "mount_points_under",
+    "ramfs",
     "readonly_bind",
     "tmpfs",
 ]
@@ -120,14 +121,29 @@ def tmpfs(path: Path, *, size_kb: int, nr_inodes: int | None = None) -> Iterator
 
     Yield the resolved path. Raise OSError if the contents do not fit.
     """
-    _need_root("mounting a tmpfs")
+    options = f"size={size_kb}k" + (f",nr_inodes={nr_inodes}" if nr_inodes is not None else "")
+    with _fresh_mount(path, "tmpfs", options) as mounted:
+        yield mounted
+
+
+@contextmanager
+def ramfs(path: Path) -> Iterator[Path]:
+    """As :func:`tmpfs`, on a ramfs: no size limit, statvfs reports 0 of 0 blocks and inodes, and no
+    chattr flags (FS_IOC_GETFLAGS is not supported), as some filesystems do."""
+    with _fresh_mount(path, "ramfs", None) as mounted:
+        yield mounted
+
+
+@contextmanager
+def _fresh_mount(path: Path, fstype: str, options: str | None) -> Iterator[Path]:
+    _need_root(f"mounting a {fstype}")
     path = path.resolve()
     # The directory as it is before the mount: through this descriptor its contents stay readable
-    # (as /proc/self/fd/N) once the tmpfs covers them.
+    # (as /proc/self/fd/N) once the new filesystem covers them.
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        options = f"size={size_kb}k" + (f",nr_inodes={nr_inodes}" if nr_inodes is not None else "")
-        _setup(["mount", "-t", "tmpfs", "-o", options, "guardian-test", str(path)], f"tmpfs on {path}")
+        opts = ["-o", options] if options else []
+        _setup(["mount", "-t", fstype, *opts, "guardian-test", str(path)], f"{fstype} on {path}")
         try:
             st = os.fstat(fd)
             os.chown(path, st.st_uid, st.st_gid)
@@ -255,6 +271,9 @@ class Filesystems:
 
     def tmpfs(self, path: Path, *, size_kb: int, nr_inodes: int | None = None) -> Path:
         return self._stack.enter_context(tmpfs(path, size_kb=size_kb, nr_inodes=nr_inodes))
+
+    def ramfs(self, path: Path) -> Path:
+        return self._stack.enter_context(ramfs(path))
 
     def readonly_bind(self, path: Path) -> Path:
         return self._stack.enter_context(readonly_bind(path))

@@ -271,6 +271,17 @@ def test_a_healthy_tree_over_several_filesystems_has_no_finding(
     assert r.code == 0
 
 
+def test_a_filesystem_that_reports_neither_space_nor_chattr_flags_is_no_finding(
+    tree: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
+) -> None:
+    logs = filesystems.ramfs(tree.data / "logs")
+    vfs = os.statvfs(logs)
+    assert (vfs.f_blocks, vfs.f_bavail, vfs.f_files) == (0, 0, 0)  # "0 free" of no limit at all
+    r = cli(make_config(tree, extra=ROOMY), "check", "--json")
+    assert r.json()["findings"] == []
+    assert r.code == 0
+
+
 # --- chattr +i / +a -----------------------------------------------------------------------------
 
 
@@ -377,29 +388,38 @@ def test_a_data_root_that_cannot_be_stat_ed_is_one_unknown_not_one_per_directory
     code, findings = check(cli, make_config(tree, extra={**ROOMY, "bot": {"data": str(loop)}}))
     mine = [f for f in findings if f["code"] in ("DISK_LOW", "STATE_NOT_WRITABLE") or "can save" in f["message"]]
     assert mine == [
-        {
-            **finding(
-                "UNKNOWN",
-                "data root",
-                f"cannot stat the data root {loop} (Too many levels of symbolic links): whether the bot can "
-                "save its state is not proven",
-                f"make {loop} reachable by guardian's user, then re-run `guardian check`",
-                error="ELOOP",
-            ),
-        }
+        finding(
+            "UNKNOWN",
+            "data root",
+            f"cannot stat the data root {loop} (Too many levels of symbolic links): whether the bot can "
+            "save its state is not proven",
+            f"make {loop} reachable by guardian's user, then re-run `guardian check`",
+            error="ELOOP",
+        )
     ]
     assert code == 3
 
 
-def _without_capabilities() -> list[str]:
-    """The argv prefix that runs a command as root's uid with no capability at all: the kernel then
-    checks permissions as for any user (mode 000 keeps it out), while pytest's root-only temp
-    directories stay reachable, as they would not be for another uid."""
+def check_without_capabilities(config: Path) -> tuple[int, list[dict[str, Any]]]:
+    """``guardian check --json`` run as root's uid with no capability at all: the kernel then checks
+    permissions as for any user (mode 000 keeps it out), while pytest's root-only temp directories
+    stay reachable, as they would not be for another uid."""
     if os.geteuid() != 0:
         pytest.skip("dropping capabilities needs root")
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    r = subprocess.run(
+        [*drop, sys.executable, "-m", "guardian", "--config", str(config), "check", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if r.returncode != 0 and not r.stdout:
+        pytest.skip(f"cannot run guardian without capabilities: {r.stderr.strip()}")
+    findings: list[dict[str, Any]] = json.loads(r.stdout)["findings"]
+    return r.returncode, findings
 
 
 def test_a_directory_guardian_cannot_stat_is_unknown_not_a_silent_pass(tree: BotTree, make_config: MakeConfig) -> None:
@@ -408,18 +428,9 @@ def test_a_directory_guardian_cannot_stat_is_unknown_not_a_silent_pass(tree: Bot
     config = make_config(tree, extra={**ROOMY, "files": {"backups": "vault/backups"}})
     vault.chmod(0)
     try:
-        r = subprocess.run(
-            [*_without_capabilities(), sys.executable, "-m", "guardian", "--config", str(config), "check", "--json"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        code, findings = check_without_capabilities(config)
     finally:
         vault.chmod(0o755)
-    if r.returncode != 0 and not r.stdout:
-        pytest.skip(f"cannot run guardian without capabilities: {r.stderr.strip()}")
-    findings = json.loads(r.stdout)["findings"]
     assert findings == [
         finding(
             "UNKNOWN",
@@ -429,5 +440,25 @@ def test_a_directory_guardian_cannot_stat_is_unknown_not_a_silent_pass(tree: Bot
             dirs="vault/backups",
             error="EACCES",
         )
-    ], r.stderr
-    assert r.returncode == 3
+    ]
+    assert code == 3
+
+
+def test_a_directory_whose_chattr_flags_guardian_cannot_read_is_unknown(tree: BotTree, make_config: MakeConfig) -> None:
+    backups = tree.data / "logs" / "backups"
+    backups.chmod(0o333)  # writable and searchable, not readable: stat works, opening it does not
+    try:
+        code, findings = check_without_capabilities(make_config(tree, extra=ROOMY))
+    finally:
+        backups.chmod(0o755)
+    assert findings == [
+        finding(
+            "UNKNOWN",
+            "logs/backups",
+            "cannot read the attributes (chattr flags) of logs/backups (Permission denied): whether the bot "
+            "can save in it is not proven",
+            f"let guardian's user open {backups} for reading, then re-run `guardian check`",
+            error="EACCES",
+        )
+    ]
+    assert code == 3

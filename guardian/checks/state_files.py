@@ -284,9 +284,9 @@ def _error_context(e: OSError) -> dict[str, Any]:
     return {"error": errno.errorcode.get(e.errno, str(e.errno))} if e.errno else {}
 
 
-def _not_proven(subject: str, message: str, path: Path, error: OSError, **context: Any) -> Finding:
+def _not_proven(subject: str, message: str, error: OSError, *, action: str, **context: Any) -> Finding:
     f = unknown(subject, message, Level.HIGH, **context, **_error_context(error))
-    return replace(f, action=f"make {path} reachable by guardian's user, then re-run `guardian check`")
+    return replace(f, action=f"{action}, then re-run `guardian check`")
 
 
 def _unprobed(ctx: Context, lay: Layout) -> Iterator[Finding]:
@@ -298,8 +298,8 @@ def _unprobed(ctx: Context, lay: Layout) -> Iterator[Finding]:
         yield _not_proven(
             subject,
             f"cannot stat {subject} ({_why(what.error)}): whether the bot can save in {on} is not proven",
-            what.path,
             what.error,
+            action=f"make {what.path} reachable by guardian's user",
             dirs=",".join(ctx.rel(d) for d in what.dirs),
         )
 
@@ -415,12 +415,12 @@ def _unwritable(ctx: Context, lay: Layout) -> Iterator[Finding]:
         except OSError as e:
             if is_dir and not problems.sentences:
                 rel = ctx.rel(target)
-                yield unknown(
+                yield _not_proven(
                     rel,
                     f"cannot read the attributes (chattr flags) of {rel} ({_why(e)}): "
                     "whether the bot can save in it is not proven",
-                    Level.HIGH,
-                    **_error_context(e),
+                    e,
+                    action=f"let guardian's user open {target} for reading",
                 )
             # A file guardian cannot open is reported as unreadable by the check that reads it.
             flags = None
@@ -450,8 +450,8 @@ def check_writable(ctx: Context) -> Iterator[Finding]:
         yield _not_proven(
             "data root",
             f"cannot stat the data root {ctx.data} ({_why(e)}): whether the bot can save its state is not proven",
-            ctx.data,
             e,
+            action=f"make {ctx.data} reachable by guardian's user",
         )
         return
     yield from _unprobed(ctx, lay)
@@ -485,7 +485,7 @@ def check_disk(ctx: Context) -> Iterator[Finding]:
         vol = fs.volume
         holds_positions = positions in fs.probed
         need = max(floor, copy) if holds_positions else floor
-        low = vol.free < need
+        low = vol.counts_space and vol.free < need
         if not (low or vol.out_of_inodes):
             continue
         where, context = _where(ctx, fs)
