@@ -21,6 +21,7 @@ import pytest
 from guardian.cli import main
 from guardian.config import Config, load
 from guardian.demo import BotTree, build_bot_tree, write_config
+from tests.mounts import filesystems  # noqa: F401  (a fixture: tmpfs, read-only binds, chattr)
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
