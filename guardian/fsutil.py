@@ -165,3 +165,24 @@ def is_inside(root: Path, path: Path) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):
         return False
+
+
+def read_small_text(path: Path, *, max_bytes: int) -> str:
+    """The UTF-8 text of the small regular file at ``path`` (a name file, a lock of pins).
+
+    As :func:`read_regular`, so a FIFO, a symlink (to ``/dev/zero`` or anywhere) or a huge file
+    planted there by whoever can write the directory is refused, never followed or read whole.
+    Raise what it raises, or UnicodeDecodeError.
+    """
+    return read_regular(path, max_bytes=max_bytes).decode("utf-8")
+
+
+def unreadable_reason(e: OSError | UnicodeDecodeError) -> str:
+    """Why a read failed, as an operator reads it: ``is a FIFO``, ``is a symlink``, ``permission denied``."""
+    if isinstance(e, UnicodeDecodeError):
+        return "is not UTF-8 text"
+    if isinstance(e, NotRegularFile | TooLarge) and e.strerror:
+        return e.strerror
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror.lower() if e.strerror else str(e)
