@@ -181,7 +181,9 @@ def cmd_backups(args: argparse.Namespace) -> int:
     ctx = Context(_load(args))
     store = BackupStore(ctx.data, ctx.backups_dir)
     if args.action == "list":
-        items = store.list()
+        items, problem = store.list_checked()
+        if problem:
+            print(f"guardian backups: warning: {problem}; checksums unknown", file=sys.stderr)
         if args.json:
             _print_json([asdict(b) for b in items])
         elif not items:
@@ -193,6 +195,11 @@ def cmd_backups(args: argparse.Namespace) -> int:
     if not args.id:
         print("guardian backups restore: give the backup id (see `guardian backups list`)", file=sys.stderr)
         return 2
+    if ctx.data_in_slot and ctx.slot.problem:  # the data root is wherever the link points: anywhere
+        print(
+            f"guardian backups restore: not restoring: deployment link {ctx.link} {ctx.slot.problem}", file=sys.stderr
+        )
+        return 1
     try:
         restored, previous = store.restore(
             args.id, lock_timeout=ctx.cfg.heal.lock_timeout, soft_lock=ctx.cfg.bot.lock_style == "soft"

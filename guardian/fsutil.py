@@ -186,3 +186,20 @@ def unreadable_reason(e: OSError | UnicodeDecodeError) -> str:
     if isinstance(e, PermissionError):
         return "permission denied"
     return e.strerror.lower() if e.strerror else str(e)
+
+
+@contextlib.contextmanager
+def pinned_dir(path: Path) -> Iterator[tuple[Path, Path]]:
+    """Open the directory at ``path`` once; yield a path that reaches it through that open fd, and
+    where it really is.
+
+    Every name under the first path is looked up in the directory that was opened, whatever is
+    renamed or symlinked into its place meanwhile: checking where a directory lies and then writing
+    in it by name would let whoever can write a parent swap a symlink in between. Raise OSError
+    (NotADirectoryError, FileNotFoundError, PermissionError) if it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield Path(f"/proc/self/fd/{fd}"), Path(os.readlink(f"/proc/self/fd/{fd}"))
+    finally:
+        os.close(fd)
