@@ -352,14 +352,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     from guardian.alerts.engine import state_dir
     from guardian.daemon import status
 
-    directory = state_dir(_load(args))
-    doc = status.read(directory)
-    alive = doc is not None and status.running(doc)
+    cfg = _load(args)
+    directory = state_dir(cfg)
+    try:
+        snapshot = status.load(directory)
+    except status.StatusUnreadable as e:
+        if args.json:
+            _print_json({"running": False, "stale": True, "stale_reasons": [str(e)], "state_dir": str(directory),
+                         "status": None})  # fmt: skip
+        else:
+            print(f"guardian daemon: UNKNOWN - {e}")
+        return 3
+    live = status.assess(snapshot.status, now=datetime.now(UTC), sweep=cfg.daemon.sweep) if snapshot else None
     if args.json:
-        _print_json({"running": alive, "state_dir": str(directory), "status": doc})
+        _print_json(
+            {
+                "running": live is not None and live.running,
+                "stale": live is not None and bool(live.stale),
+                "stale_reasons": list(live.stale) if live else [],
+                "state_dir": str(directory),
+                "status": snapshot.doc if snapshot else None,
+            }
+        )
     else:
-        print(status.render(doc, alive=alive, directory=directory, now=datetime.now(UTC)))
-    return status.exit_code(doc, alive=alive)
+        print(status.render(snapshot, live, directory=directory))
+    return status.exit_code(snapshot, live)
 
 
 def build_parser() -> argparse.ArgumentParser:
