@@ -288,3 +288,21 @@ def test_a_lock_file_over_4_kib_is_not_read_judged_or_removed(tree: BotTree, rea
     assert (checked.code, findings(checked)) == (0, [])
     assert guardian(real, "heal").code == 0
     assert lock.stat().st_size == 4097  # not removed: what it holds, guardian did not read
+
+
+# --- guardian's own alert state -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_alert_state_that_is_not_a_regular_file_is_set_aside_and_the_gate_still_answers(
+    real: Path, tmp_path: Path, kind: str
+) -> None:
+    state = tmp_path / "guardian-state"  # where make_config puts guardian's state
+    state.mkdir()
+    plant(state / "alerts.json", kind)
+    gate = guardian(real, "gate")
+    assert gate.code == 0, gate.err
+    assert "ALLOWED (real mode)" in gate.err
+    assert json.loads((state / "alerts.json").read_text())["records"] is not None  # a fresh state, saved
+    (aside,) = state.glob("alerts.json.corrupt-*")
+    assert aside.is_symlink() if kind == "symlink-to-dev-zero" else aside.exists()
