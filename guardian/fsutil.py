@@ -203,3 +203,22 @@ def pinned_dir(path: Path) -> Iterator[tuple[Path, Path]]:
         yield Path(f"/proc/self/fd/{fd}"), Path(os.readlink(f"/proc/self/fd/{fd}"))
     finally:
         os.close(fd)
+
+
+def stat_regular(path: Path) -> os.stat_result:
+    """The stat of the regular file at ``path``, opened as :func:`read_regular` opens it (a symlink is
+    refused, a FIFO does not block), for a reader that must open it by name itself (SQLite). Raise
+    FileNotFoundError, PermissionError or NotRegularFile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(errno.ELOOP, "is a symlink", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(errno.EINVAL, f"is {describe_kind(st.st_mode)}", str(path))
+    return st

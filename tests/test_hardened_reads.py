@@ -306,3 +306,22 @@ def test_alert_state_that_is_not_a_regular_file_is_set_aside_and_the_gate_still_
     assert json.loads((state / "alerts.json").read_text())["records"] is not None  # a fresh state, saved
     (aside,) = state.glob("alerts.json.corrupt-*")
     assert aside.is_symlink() if kind == "symlink-to-dev-zero" else aside.exists()
+
+
+# --- a configured SQLite trade store ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-dev-zero", "directory"])
+def test_a_trade_store_that_is_not_a_regular_file_is_a_high_unknown_and_the_gate_still_answers(
+    tree: BotTree, make_config: Callable[..., Path], kind: str
+) -> None:
+    config = make_config(tree, mode="real", extra={"trade_store": {"sqlite": "data/trades.db"}})
+    db = tree.data / "data" / "trades.db"
+    db.touch()
+    plant(db, kind)
+    checked = guardian(config, "check", "--json")
+    assert checked.code == 3, checked.out
+    (f,) = findings(checked)
+    assert (f["code"], f["level"], f["subject"]) == ("UNKNOWN", "HIGH", "data/trades.db")
+    assert f["message"] == f"cannot read the trade store ({SAID[kind]})"
+    assert guardian(config, "gate").code == 0
