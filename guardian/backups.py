@@ -12,13 +12,26 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from guardian.fsutil import atomic_write, bot_lock, fsync_dir, read_regular
+import msgspec
+
+from guardian.fsutil import (
+    atomic_write,
+    bot_lock,
+    describe_kind,
+    fsync_dir,
+    lstat_or_none,
+    pinned_dir,
+    read_regular,
+    unreadable_reason,
+)
 
 MANIFEST = "manifest.jsonl"
+MANIFEST_MAX = 64 << 20  # ~200,000 entries; backups are never rotated, but heals are rare
 _NAME = re.compile(r"^(?P<orig>.+)\.(?P<ts>\d{8}T\d{6}\d*Z)(?:-\d+)?\.(?P<reason>[a-z0-9_-]+)\.bak$")
 
 
@@ -30,6 +43,9 @@ class Backup:
     ts: str
     size: int
     sha256: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(Backup)
 
 
 class BackupStore:
@@ -53,8 +69,10 @@ class BackupStore:
         The copy is durable before this returns. Raise OSError if it cannot be made: the caller must
         then not touch the original.
         """
-        now = now or datetime.now(UTC)
         original = str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+        return self._keep(path, original, reason, now=now or datetime.now(UTC), move=move)
+
+    def _keep(self, path: Path, original: str, reason: str, *, now: datetime, move: bool = False) -> Backup:
         self.dir.mkdir(parents=True, exist_ok=True)
         dest = self._name(original, reason, now)
         data = read_regular(path)
@@ -85,12 +103,31 @@ class BackupStore:
 
     def list(self) -> list[Backup]:
         """Every backup present, oldest first (manifest entries, plus files named like backups)."""
+        return self.list_checked()[0]
+
+    def list_checked(self) -> tuple[builtins.list[Backup], str | None]:
+        """As :meth:`list`, with why the manifest could not be read (then its checksums are unknown)."""
+        known, problem = self._manifest()
+        return self._present(known), problem
+
+    def _manifest(self) -> tuple[dict[str, Backup], str | None]:
+        """The manifest's entries by id. The bot's user can write it: each line is decoded typed, and
+        one that is not an entry is skipped; the file itself is read with the hardened reader."""
+        path = self.dir / MANIFEST
+        try:
+            raw = read_regular(path, max_bytes=MANIFEST_MAX)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}, None
+        except OSError as e:
+            return {}, f"{path} cannot be read ({unreadable_reason(e)})"
         known: dict[str, Backup] = {}
-        with contextlib.suppress(OSError):
-            for line in (self.dir / MANIFEST).read_text().splitlines():
-                with contextlib.suppress(ValueError, TypeError):
-                    b = Backup(**json.loads(line))
-                    known[b.id] = b
+        for line in raw.splitlines():
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                b = _DECODER.decode(line)
+                known[b.id] = b
+        return known, None
+
+    def _present(self, known: dict[str, Backup]) -> builtins.list[Backup]:
         try:
             names = {e.name: e for e in os.scandir(self.dir) if e.is_file(follow_symlinks=False)}
         except OSError:
@@ -128,17 +165,94 @@ class BackupStore:
     ) -> tuple[Backup, Backup | None]:
         """Put a backup's bytes back at its original path, keeping the current file first.
 
-        Return (the backup restored, the backup of what it replaced). Raise KeyError for an unknown
-        id, ValueError if the backup no longer matches its checksum.
+        The bot's user can write the backups folder and its manifest while the operator restoring
+        may be root: the entry's path must lie inside the data root, and is written there through
+        the directory opened and checked, never re-looked-up by name. Return (the backup restored,
+        the backup of what it replaced). Raise KeyError for an unknown id; RestoreRefused (a
+        ValueError) before anything is written when the id or the entry would read or write outside
+        the backups folder or the data root; ValueError if the backup no longer matches its checksum.
         """
-        b = next((x for x in self.list() if x.id == backup_id), None)
-        if b is None or "/" in backup_id:
-            raise KeyError(backup_id)
-        data = read_regular(self.dir / b.id)
-        if b.sha256 and hashlib.sha256(data).hexdigest() != b.sha256:
-            raise ValueError(f"backup {b.id} does not match its recorded checksum")
-        target = self.root / b.original
-        with bot_lock(target, timeout=lock_timeout, soft=soft_lock):
-            previous = self.keep(target, "pre-restore", now=now) if target.exists() else None
-            atomic_write(target, data)
+        if not backup_id or "/" in backup_id or "\0" in backup_id or backup_id in (".", "..", MANIFEST):
+            raise RestoreRefused(f"{backup_id!r} is not the name of a backup file in {self.dir}")
+        try:
+            root = self.root.resolve(strict=True)
+        except (OSError, RuntimeError) as e:
+            raise RestoreRefused(f"the data root {self.root} cannot be resolved ({e})") from None
+        with contextlib.ExitStack() as pins:
+            store = self._pinned(pins, root)
+            st = lstat_or_none(store.dir / backup_id)
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                raise RestoreRefused(f"backup {backup_id} is {describe_kind(st.st_mode)}, not a backup file")
+            b = next((x for x in store.list() if x.id == backup_id), None)
+            if b is None:
+                raise KeyError(backup_id)
+            target = _target(pins, root, b)
+            try:
+                data = read_regular(store.dir / b.id)
+            except FileNotFoundError:
+                raise KeyError(backup_id) from None
+            except OSError as e:
+                raise RestoreRefused(f"backup {b.id} {unreadable_reason(e)}, not a backup file") from None
+            if b.sha256 and hashlib.sha256(data).hexdigest() != b.sha256:
+                raise ValueError(f"backup {b.id} does not match its recorded checksum")
+            with bot_lock(target, timeout=lock_timeout, soft=soft_lock):
+                previous = (
+                    store._keep(target, b.original, "pre-restore", now=now or datetime.now(UTC))
+                    if os.path.lexists(target)
+                    else None
+                )
+                atomic_write(target, data)
         return b, previous
+
+    def _pinned(self, pins: contextlib.ExitStack, root: Path) -> BackupStore:
+        """This store, its folder reached through an open fd (held by ``pins``) checked to lie in the data root."""
+        where, real = _pin(pins, self.dir, "the backups folder")
+        if self.dir.is_relative_to(self.root) and not real.is_relative_to(root):
+            raise RestoreRefused(f"the backups folder {self.dir} resolves to {real}, outside the data root {root}")
+        return BackupStore(root, where)
+
+
+class RestoreRefused(ValueError):
+    """A restore that would read or write outside the backups folder or the data root."""
+
+
+def _inside_path(b: Backup) -> PurePosixPath:
+    """The entry's path relative to the data root, refusing one that could leave it by its spelling."""
+    original = b.original
+    if not original or "\0" in original:
+        raise RestoreRefused(f"backup {b.id} records no usable path ({original!r})")
+    rel = PurePosixPath(original)
+    if rel.is_absolute():
+        raise RestoreRefused(
+            f"backup {b.id} is of {original}, an absolute path: restore writes only inside the data root"
+        )
+    if ".." in rel.parts:
+        raise RestoreRefused(
+            f"backup {b.id} is of {original}, which climbs out with '..': restore writes only inside the data root"
+        )
+    if rel.name in ("", "."):
+        raise RestoreRefused(f"backup {b.id} records no file name ({original!r})")
+    return rel
+
+
+def _target(pins: contextlib.ExitStack, root: Path, b: Backup) -> Path:
+    """Where ``b`` is restored to, reached through its directory's open fd (held by ``pins``): inside
+    the data root, and a regular file if anything is there."""
+    rel = _inside_path(b)
+    where, real = _pin(pins, root / rel.parent, f"the directory of {b.original}")
+    if not real.is_relative_to(root):
+        raise RestoreRefused(
+            f"backup {b.id} is of {b.original}, which resolves to {real / rel.name}, outside the data root {root}"
+        )
+    target = where / rel.name
+    st = lstat_or_none(target)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise RestoreRefused(f"{b.original} is {describe_kind(st.st_mode)}; restore does not replace it")
+    return target
+
+
+def _pin(pins: contextlib.ExitStack, directory: Path, what: str) -> tuple[Path, Path]:
+    try:
+        return pins.enter_context(pinned_dir(directory))
+    except OSError as e:
+        raise RestoreRefused(f"{what} ({directory}) cannot be opened: {unreadable_reason(e)}") from None

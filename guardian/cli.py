@@ -212,7 +212,9 @@ def cmd_backups(args: argparse.Namespace) -> int:
     ctx = Context(_load(args))
     store = BackupStore(ctx.data, ctx.backups_dir)
     if args.action == "list":
-        items = store.list()
+        items, problem = store.list_checked()
+        if problem:
+            print(f"guardian backups: warning: {problem}; checksums unknown", file=sys.stderr)
         if args.json:
             _print_json([asdict(b) for b in items])
         elif not items:
@@ -224,6 +226,11 @@ def cmd_backups(args: argparse.Namespace) -> int:
     if not args.id:
         print("guardian backups restore: give the backup id (see `guardian backups list`)", file=sys.stderr)
         return 2
+    if ctx.data_in_slot and ctx.slot.problem:  # the data root is wherever the link points: anywhere
+        print(
+            f"guardian backups restore: not restoring: deployment link {ctx.link} {ctx.slot.problem}", file=sys.stderr
+        )
+        return 1
     try:
         restored, previous = store.restore(
             args.id, lock_timeout=ctx.cfg.heal.lock_timeout, soft_lock=ctx.cfg.bot.lock_style == "soft"
@@ -394,14 +401,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     from guardian.daemon import status
     from guardian.history import state_dir
 
-    directory = state_dir(_load(args))
-    doc = status.read(directory)
-    alive = doc is not None and status.running(doc)
+    cfg = _load(args)
+    directory = state_dir(cfg)
+    try:
+        snapshot = status.load(directory)
+    except status.StatusUnreadable as e:
+        if args.json:
+            _print_json({"running": False, "stale": True, "stale_reasons": [str(e)], "state_dir": str(directory),
+                         "status": None})  # fmt: skip
+        else:
+            print(f"guardian daemon: UNKNOWN - {e}")
+        return 3
+    live = status.assess(snapshot.status, now=datetime.now(UTC), sweep=cfg.daemon.sweep) if snapshot else None
     if args.json:
-        _print_json({"running": alive, "state_dir": str(directory), "status": doc})
+        _print_json(
+            {
+                "running": live is not None and live.running,
+                "stale": live is not None and bool(live.stale),
+                "stale_reasons": list(live.stale) if live else [],
+                "state_dir": str(directory),
+                "status": snapshot.doc if snapshot else None,
+            }
+        )
     else:
-        print(status.render(doc, alive=alive, directory=directory, now=datetime.now(UTC)))
-    return status.exit_code(doc, alive=alive)
+        print(status.render(snapshot, live, directory=directory))
+    return status.exit_code(snapshot, live)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from guardian.config import Config
+from guardian.fsutil import read_small_text, unreadable_reason
 from guardian.state import ClosedMemo, Loaded, Positions, load_json_object, load_positions
+
+SLOT_NAME_MAX = 4096  # DEPLOYED_SLOT and PREVIOUS_SLOT hold one short line
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class SlotInfo:
     name: str | None
     problem: str | None
     deployed: str | None  # the slot the operator deployed (config or DEPLOYED_SLOT), if named
+    deployed_problem: str | None = None  # why DEPLOYED_SLOT could not be read (then deployed names no slot)
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,12 @@ class Context:
     def leads_outside(self, directory: Path) -> str | None:
         """Why writing in ``directory`` would leave the bot's tree, or None: a directory on its way is a
         symlink out of the home and the data root. As root, writing through it could change any file."""
-        real = directory.resolve()
-        if any(real.is_relative_to(r) for r in (self.home.resolve(), self.data.resolve())):
+        try:
+            real = directory.resolve()
+            roots = (self.home.resolve(), self.data.resolve())
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            return f"{self.rel(directory)} cannot be resolved ({e}): nothing is written through it"
+        if any(real.is_relative_to(r) for r in roots):
             return None
         return f"{self.rel(directory)} leads to {real}, outside the bot's tree: nothing is written through it"
 
@@ -87,16 +95,19 @@ class Context:
     @functools.cached_property
     def slot(self) -> SlotInfo:
         deployed = self.cfg.bot.deployed_slot
+        deployed_problem = None
         if deployed is None:
             try:
-                deployed = (self.home / self.cfg.bot.deployed_slot_file).read_text().strip() or None
+                text = read_small_text(self.home / self.cfg.bot.deployed_slot_file, max_bytes=SLOT_NAME_MAX)
+                deployed = text.strip() or None
             except (FileNotFoundError, NotADirectoryError):
                 deployed = None
-            except (OSError, UnicodeDecodeError):
-                deployed = "<unreadable DEPLOYED_SLOT>"
+            except (OSError, UnicodeDecodeError) as e:
+                # Not "no slot named": a name that matches no slot, so the link cannot pass as the deployed one.
+                deployed, deployed_problem = f"<unreadable {self.cfg.bot.deployed_slot_file}>", unreadable_reason(e)
 
         def bad(problem: str) -> SlotInfo:
-            return SlotInfo(self.link, self.slots_dir, None, None, problem, deployed)
+            return SlotInfo(self.link, self.slots_dir, None, None, problem, deployed, deployed_problem)
 
         if not self.link.is_symlink():
             return bad("does not exist" if not os.path.lexists(self.link) else "is not a symlink")
@@ -111,7 +122,7 @@ class Context:
             return bad(f"points to {target}, which is not a slot in {slots}")
         if not target.is_dir():
             return bad(f"points to {target}, which is not a directory")
-        return SlotInfo(self.link, self.slots_dir, target, target.name, None, deployed)
+        return SlotInfo(self.link, self.slots_dir, target, target.name, None, deployed, deployed_problem)
 
     @functools.cached_property
     def positions(self) -> tuple[Loaded, Positions | None]:

@@ -188,3 +188,60 @@ def is_inside(root: Path, path: Path) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):
         return False
+
+
+def read_small_text(path: Path, *, max_bytes: int) -> str:
+    """The UTF-8 text of the small regular file at ``path`` (a name file, a lock of pins).
+
+    As :func:`read_regular`, so a FIFO, a symlink (to ``/dev/zero`` or anywhere) or a huge file
+    planted there by whoever can write the directory is refused, never followed or read whole.
+    Raise what it raises, or UnicodeDecodeError.
+    """
+    return read_regular(path, max_bytes=max_bytes).decode("utf-8")
+
+
+def unreadable_reason(e: OSError | UnicodeDecodeError) -> str:
+    """Why a read failed, as an operator reads it: ``is a FIFO``, ``is a symlink``, ``permission denied``."""
+    if isinstance(e, UnicodeDecodeError):
+        return "is not UTF-8 text"
+    if isinstance(e, NotRegularFile | TooLarge) and e.strerror:
+        return e.strerror
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return e.strerror.lower() if e.strerror else str(e)
+
+
+@contextlib.contextmanager
+def pinned_dir(path: Path) -> Iterator[tuple[Path, Path]]:
+    """Open the directory at ``path`` once; yield a path that reaches it through that open fd, and
+    where it really is.
+
+    Every name under the first path is looked up in the directory that was opened, whatever is
+    renamed or symlinked into its place meanwhile: checking where a directory lies and then writing
+    in it by name would let whoever can write a parent swap a symlink in between. Raise OSError
+    (NotADirectoryError, FileNotFoundError, PermissionError) if it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield Path(f"/proc/self/fd/{fd}"), Path(os.readlink(f"/proc/self/fd/{fd}"))
+    finally:
+        os.close(fd)
+
+
+def stat_regular(path: Path) -> os.stat_result:
+    """The stat of the regular file at ``path``, opened as :func:`read_regular` opens it (a symlink is
+    refused, a FIFO does not block), for a reader that must open it by name itself (SQLite). Raise
+    FileNotFoundError, PermissionError or NotRegularFile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(errno.ELOOP, "is a symlink", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(errno.EINVAL, f"is {describe_kind(st.st_mode)}", str(path))
+    return st

@@ -41,6 +41,8 @@ class Fact(enum.Enum):
     WAL = "WAL"
     EMERGENCY_STOP = "emergency stop"
     DATA_ROOT = "data root"
+    WRITABLE = "state writable"  # the bot can save its state, and guardian its backups and alerts
+    DISK_SPACE = "disk space"
 
 
 @dataclass(frozen=True)

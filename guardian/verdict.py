@@ -29,6 +29,8 @@ REQUIRED: tuple[Fact, ...] = (
     Fact.LIMITS,
     Fact.WAL,
     Fact.EMERGENCY_STOP,
+    Fact.WRITABLE,
+    Fact.DISK_SPACE,
 )
 # The check that proves each fact, to name the one that did not complete.
 PROVED_BY: dict[Fact, str] = {
@@ -39,6 +41,8 @@ PROVED_BY: dict[Fact, str] = {
     Fact.LIMITS: "limits",
     Fact.WAL: "wal",
     Fact.EMERGENCY_STOP: "emergency_stop",
+    Fact.WRITABLE: "writable",
+    Fact.DISK_SPACE: "disk",
 }
 # A fact judged from another: unproven with it, and then named beside it, not on a line of its own.
 DEPENDS: dict[Fact, tuple[Fact, ...]] = {

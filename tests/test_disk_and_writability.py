@@ -45,7 +45,9 @@ def mount_of(path: Path) -> tuple[str, str]:
 
 
 def finding(code: str, subject: str, message: str, action: str, **context: Any) -> dict[str, Any]:
-    """A finding as ``guardian check --json`` prints it (these are all HIGH and need an operator)."""
+    """A finding as ``guardian check --json`` prints it (these are all HIGH and need an operator; each
+    leaves unproven the fact its check proves, so each blocks a real-mode start)."""
+    concern = "disk space" if code == "DISK_LOW" else "state writable"
     return {
         "code": code,
         "level": "HIGH",
@@ -55,6 +57,7 @@ def finding(code: str, subject: str, message: str, action: str, **context: Any) 
         "action_required": True,
         "action": action,
         "context": context,
+        "concern": concern,
     }
 
 

@@ -283,7 +283,8 @@ def test_enough_high_findings_refuse_real_mode_without_any_critical(
     assert out["score"] == 40
     assert r.code == 1
     assert out["allowed"] is False
-    assert "health score 40 below 50" in last_line(r.err)
+    # A bot that cannot save its positions must not trade: DISK_LOW blocks on its own, whatever the score.
+    assert "disk space not proven: DISK_LOW data root" in last_line(r.err)
     assert cli(make_config(tree, mode="paper", extra=huge), "gate").code == 0
 
 

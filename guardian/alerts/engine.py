@@ -27,6 +27,7 @@ from guardian.history import state_dir
 from guardian.model import Finding, Level
 
 STATE_FILE = "alerts.json"
+STATE_MAX = 64 << 20  # alert records and silences; far larger is no state guardian wrote
 
 # Findings that follow from another: while the first fires, the second says nothing new.
 INHIBITS: Mapping[str, frozenset[str]] = {
@@ -91,7 +92,7 @@ def locked_state(directory: Path) -> Iterator[AlertState]:
 
     A state file that does not parse is kept aside (never silently dropped) and a fresh state used.
     """
-    from guardian.fsutil import atomic_write
+    from guardian.fsutil import NotRegularFile, TooLarge, atomic_write, read_regular
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STATE_FILE
@@ -99,10 +100,11 @@ def locked_state(directory: Path) -> Iterator[AlertState]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            state = AlertState.from_json(json.loads(path.read_text()))
+            state = AlertState.from_json(json.loads(read_regular(path, max_bytes=STATE_MAX)))
         except FileNotFoundError:
             state = AlertState()
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, NotRegularFile, TooLarge):
+            # Not a state guardian wrote (a FIFO planted there would hang every gate): set aside.
             os.replace(path, path.with_name(f"{STATE_FILE}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
             state = AlertState()
         yield state

@@ -8,6 +8,8 @@ formatter outputs exactly :meth:`Alert.to_json`). Writing is safe with several p
   sidecar ``<file>.rotate.lock``, writes the whole line in one ``write()`` and fsyncs it;
 - rotation takes the sidecar *exclusively*, so it happens only while no writer has the file open:
   no line is ever written to a file after it was renamed, none is torn, none is lost;
+- a line a full disk cut short is ended by the next writer (it reads the file's last byte and
+  starts with a newline when that is not one), so the torn line is the only one lost;
 - rotated files are ``<file>.1`` (newest) ... ``<file>.<keep>``; the oldest beyond ``keep`` is deleted.
 
 JSON escapes newlines and quotes (and, as the line is ASCII, every other line separator), so no
@@ -38,7 +40,8 @@ LOCK_SUFFIX = ".rotate.lock"
 SHARED_TIMEOUT = 10.0  # a writer waits this long for a rotation in progress, then fails (a warning)
 ROTATE_TIMEOUT = 2.0  # a rotator waits this long for writers to finish, then writes without rotating
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO fails
+# NONBLOCK: a FIFO fails. Read as well as append: the last byte tells whether a line was left torn.
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def rotated_path(path: Path, n: int) -> Path:
@@ -85,13 +88,15 @@ class _AppendHandler(logging.Handler):
                 raise TimeoutError(f"{self.lock_file}: held exclusively for more than {SHARED_TIMEOUT:g} s")
             fd = self._open_log()
             try:
-                if not self._needs_rotation(fd, len(data)):
+                if not self._needs_rotation(fd, len(data)) and not _torn(fd):
                     self._write(fd, data)
                     return
             finally:
                 os.close(fd)
             # Full: rotate under the exclusive lock, re-checking there (another writer may have rotated).
             # Waiting too long for it (a stuck writer) only lets the file grow: the line is still written.
+            # Or the last line looks torn, which is also how another writer's line looks while it is
+            # being written: look again where no writer is mid-line.
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
             exclusive = flock_wait(lock_fd, fcntl.LOCK_EX, ROTATE_TIMEOUT)
             if not exclusive and not flock_wait(lock_fd, fcntl.LOCK_SH, SHARED_TIMEOUT):
@@ -102,7 +107,8 @@ class _AppendHandler(logging.Handler):
                 self._rotate()
                 fd = self._open_log()
             try:
-                self._write(fd, data)
+                # A line a full disk cut short: end it, so this one is not glued to it and lost with it.
+                self._write(fd, b"\n" + data if _torn(fd) else data)
             finally:
                 os.close(fd)
         finally:
@@ -123,6 +129,8 @@ class _AppendHandler(logging.Handler):
         except FileNotFoundError:
             fd = os.open(self.path, _OPEN_FLAGS | os.O_CREAT, 0o644)
             fsync_dir(self.path.parent)  # the new file's name is durable, not just its bytes
+        except PermissionError:  # may append but not read (a write-only mode): still write, unchecked
+            fd = os.open(self.path, _OPEN_FLAGS & ~os.O_RDWR | os.O_WRONLY)
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted there: refuse
             os.close(fd)
             raise OSError(errno.EINVAL, "not a regular file", str(self.path))
@@ -150,6 +158,19 @@ class _AppendHandler(logging.Handler):
                     os.rename(rotated_path(self.path, i), rotated_path(self.path, i + 1))
             os.rename(self.path, rotated_path(self.path, 1))
         fsync_dir(self.path.parent)
+
+
+def _torn(fd: int) -> bool:
+    """Whether the file does not end with a newline: its last line was cut short (or is being written)."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return False
+    try:
+        return os.pread(fd, 1, size - 1) != b"\n"
+    except OSError as e:
+        if e.errno == errno.EBADF:  # opened write-only: cannot tell, and a line's own newline still ends it
+            return False
+        raise
 
 
 class JsonlSink:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from guardian.checks.base import unknown
 from guardian.context import Context
+from guardian.fsutil import read_small_text, unreadable_reason
 from guardian.model import Finding, Level
 
+LOCK_FILE_MAX = 1 << 20  # a requirements.lock of pins; a larger one is no lock file guardian parses
 _DIST_INFO = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+)\.(?:dist|egg)-info$")
 
 
@@ -33,8 +36,12 @@ def installed(venv: Path) -> dict[str, str]:
     """Distributions installed in ``venv``, read from their metadata directories (no subprocess)."""
     found: dict[str, str] = {}
     for site in venv.glob("lib/python*/site-packages"):
-        for entry in site.iterdir():
-            m = _DIST_INFO.match(entry.name)
+        try:
+            names = os.listdir(site)
+        except OSError:  # not a directory after all, or unreadable: its packages count as missing
+            continue
+        for name in names:
+            m = _DIST_INFO.match(name)
             if m:
                 found[normalize(m.group("name"))] = m.group("version")
     return found
@@ -46,11 +53,17 @@ def check(ctx: Context) -> Iterator[Finding]:
         return
     lock = slot / ctx.cfg.slots.requirements
     try:
-        pins = parse_lock(lock.read_text(encoding="utf-8"))
+        pins = parse_lock(read_small_text(lock, max_bytes=LOCK_FILE_MAX))
     except FileNotFoundError:
         return
     except (OSError, UnicodeDecodeError) as e:
-        yield unknown(f"deps:{ctx.cfg.slots.requirements}", f"cannot read {lock}: {e}", Level.HIGH)
+        yield unknown(
+            f"deps:{ctx.cfg.slots.requirements}",
+            f"{ctx.slot.name}/{ctx.cfg.slots.requirements} cannot be read ({unreadable_reason(e)}); the virtualenv "
+            "cannot be checked against it",
+            Level.HIGH,
+            file=str(lock),
+        )
         return
     candidates = [ctx.cfg.bot.venv] if ctx.cfg.bot.venv else [slot / ".venv", ctx.home / "venv"]
     venv = next((v for v in candidates if v is not None and v.is_dir()), None)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from guardian.checks.base import ago
 from guardian.context import Context
+from guardian.fsutil import read_regular
 from guardian.model import Finding, Level
 from guardian.probes import pid_alive, read_lock_holders, soft_lock_owner
 
+MARKER_MAX = 4096  # a soft lock's marker is a pid and a host name; a larger lock file is not judged
 SETTLING = 2.0  # seconds a new, still empty lock file is looked at again
 
 
@@ -51,7 +53,8 @@ def probe(ctx: Context, path: Path, holders_map: dict[tuple[int, int], list[int]
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode):
             return None
-        content = path.read_bytes()[:256] if st.st_size else b""
+        # The hardened reader: the file may have been swapped for a FIFO since the lstat, or grown huge.
+        content = read_regular(path, max_bytes=MARKER_MAX)[:256] if st.st_size else b""
     except OSError:
         return None
     holders = [p for p in holders_map.get((st.st_dev, st.st_ino), []) if pid_alive(p)]

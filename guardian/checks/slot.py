@@ -4,13 +4,14 @@ still holds (its open positions, its config)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from guardian.checks.base import position_key
-from guardian.context import Context
-from guardian.fsutil import read_regular
+from guardian.checks.base import position_key, unknown
+from guardian.context import SLOT_NAME_MAX, Context
+from guardian.fsutil import read_regular, read_small_text, unreadable_reason
 from guardian.model import Fact, Finding, Level, Proof
 from guardian.state import load_closed_ids, load_open_positions
 
@@ -28,6 +29,18 @@ def check_link(ctx: Context) -> Iterator[Finding | Proof]:
             context={"link": str(s.link)},
             concern=Fact.SLOT,
         )
+    elif s.deployed_problem:
+        name = ctx.cfg.bot.deployed_slot_file
+        yield Finding(
+            "SLOT_MISMATCH",
+            Level.CRITICAL,
+            ctx.cfg.bot.current_link,
+            f"{name} cannot be read ({s.deployed_problem}): the link points to slot {s.name!r} but which slot "
+            "was deployed cannot be proven",
+            action=f"make {ctx.home / name} a regular file of one line naming the deployed slot (or remove it)",
+            context={"linked": s.name, "deployed_file": str(ctx.home / name), "problem": s.deployed_problem},
+            concern=Fact.SLOT,
+        )
     elif s.deployed and s.deployed != s.name:
         yield Finding(
             "SLOT_MISMATCH",
@@ -38,29 +51,79 @@ def check_link(ctx: Context) -> Iterator[Finding | Proof]:
             context={"linked": s.name, "deployed": s.deployed},
             concern=Fact.SLOT,
         )
-    else:
+    previous = find_previous_slot(ctx)
+    if previous.problem:
+        guess = f"slot {previous.path.name!r}" if previous.path else "none"
+        yield unknown(
+            ctx.cfg.bot.previous_slot_file,
+            f"{ctx.cfg.bot.previous_slot_file} {previous.problem}; the previous slot is guessed instead (the other "
+            f"slot whose positions file changed last: {guess})",
+            Level.HIGH,
+        )
+    if not (s.problem or s.deployed_problem or (s.deployed and s.deployed != s.name)):
         named = f"the deployed slot {s.deployed!r}" if s.deployed else f"slot {s.name!r} (no deployed slot named)"
         yield Proof(Fact.SLOT, f"{ctx.cfg.bot.current_link} points to {named}")
+
+
+CONFIG_MAX = 16 << 20  # a slot's JSON config; far larger is no config (a sparse file, /dev/zero's worth)
+
+
+@dataclass(frozen=True)
+class PreviousSlot:
+    path: Path | None
+    problem: str | None = None  # why PREVIOUS_SLOT could not be used; then ``path`` is the guess
 
 
 def previous_slot(ctx: Context) -> Path | None:
     """The slot deployed before the current one: named in the config or PREVIOUS_SLOT, else the other
     slot whose positions file changed most recently (else whose directory did)."""
+    return find_previous_slot(ctx).path
+
+
+def find_previous_slot(ctx: Context) -> PreviousSlot:
+    """As :func:`previous_slot`, with why PREVIOUS_SLOT was passed over. Read once per evaluation."""
+    found = ctx.memo.get("previous_slot")
+    if not isinstance(found, PreviousSlot):
+        found = ctx.memo["previous_slot"] = _find_previous_slot(ctx)
+    return found
+
+
+def _find_previous_slot(ctx: Context) -> PreviousSlot:
     current = ctx.slot.target
     if current is None:
-        return None
+        return PreviousSlot(None)
     name = ctx.cfg.bot.previous_slot
+    problem: str | None = None
     if name is None:
         try:
-            name = (ctx.home / ctx.cfg.bot.previous_slot_file).read_text().strip() or None
-        except (OSError, UnicodeDecodeError):
+            name = read_small_text(ctx.home / ctx.cfg.bot.previous_slot_file, max_bytes=SLOT_NAME_MAX).strip() or None
+        except (FileNotFoundError, NotADirectoryError):
             name = None
+        except (OSError, UnicodeDecodeError) as e:
+            problem = f"cannot be read ({unreadable_reason(e)})"
+    if name is not None and (name in (".", "..") or "/" in name or "\0" in name):
+        problem = f"names {name[:80]!r}, which is not a slot in {ctx.slots_dir}"
+        name = None
     if name is not None:
         p = ctx.slots_dir / name
-        return p if p.is_dir() and p.resolve() != current else None
+        return PreviousSlot(p if _other_slot(p, current) else None)
+    return PreviousSlot(_most_recent_other_slot(ctx, current), problem)
+
+
+def _other_slot(p: Path, current: Path) -> bool:
+    """A slot directory other than the current one; as the link's target must be, one in the slots
+    directory itself (a symlink there to elsewhere is not one)."""
+    try:
+        real = p.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return real != current and real.parent == current.parent and real.is_dir()
+
+
+def _most_recent_other_slot(ctx: Context, current: Path) -> Path | None:
     best: tuple[float, Path] | None = None
     try:
-        candidates = [p for p in ctx.slots_dir.iterdir() if p.is_dir() and p.resolve() != current]
+        candidates = [p for p in ctx.slots_dir.iterdir() if _other_slot(p, current)]
     except OSError:
         return None
     for p in candidates:
@@ -82,11 +145,11 @@ def check_config_drift(ctx: Context) -> Iterator[Finding]:
         return
     for rel in ctx.cfg.slots.must_parse:
         try:
-            raw = read_regular(current / rel, max_bytes=ctx.max_bytes)
+            raw = read_regular(current / rel, max_bytes=CONFIG_MAX)
         except FileNotFoundError:
             continue
         except OSError as e:
-            yield _drift(rel, f"{rel} in slot {current.name!r} cannot be read ({e.strerror or e})")
+            yield _drift(rel, f"{rel} in slot {current.name!r} cannot be read ({unreadable_reason(e)})")
             continue
         try:
             msgspec.json.decode(raw)
@@ -97,6 +160,11 @@ def check_config_drift(ctx: Context) -> Iterator[Finding]:
         return
     for rel in ctx.cfg.slots.must_match:
         a, b = _read_json(current / rel), _read_json(prev / rel)
+        failed = [(slot, x.why) for slot, x in ((current, a), (prev, b)) if isinstance(x, _Unreadable)]
+        if failed:
+            slot, why = failed[0]
+            yield _drift(rel, f"{rel} in slot {slot.name!r} cannot be read ({why}), so it cannot be compared")
+            continue
         if a == b:
             continue
         detail = ""
@@ -109,13 +177,18 @@ def check_config_drift(ctx: Context) -> Iterator[Finding]:
 _MISSING = object()
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    why: str
+
+
 def _read_json(path: Path) -> object:
     try:
-        raw = read_regular(path, max_bytes=64 << 20)
+        raw = read_regular(path, max_bytes=CONFIG_MAX)
     except FileNotFoundError:
         return _MISSING
-    except OSError:
-        return ("unreadable", str(path))
+    except OSError as e:
+        return _Unreadable(unreadable_reason(e))
     try:
         return msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):

@@ -16,7 +16,7 @@ from guardian.checks.base import ago, unknown
 from guardian.context import Context
 from guardian.fsinfo import FS_APPEND_FL, FS_IMMUTABLE_FL, Volume, inode_flags, mount_of, nearest_existing, volume
 from guardian.fsutil import describe_kind, lstat_or_none
-from guardian.model import Fact, Finding, Level
+from guardian.model import Fact, Finding, Level, Proof
 from guardian.state import FileState, Loaded
 
 
@@ -442,10 +442,17 @@ def _unwritable(ctx: Context, lay: Layout) -> Iterator[Finding]:
             )
 
 
-def check_writable(ctx: Context) -> Iterator[Finding]:
+def check_writable(ctx: Context) -> Iterator[Finding | Proof]:
     """STATE_NOT_WRITABLE for each read-only filesystem the bot saves to, and for each state file or
     directory its user cannot write or that is immutable or append-only; UNKNOWN where that cannot
-    be probed."""
+    be probed. Proves WRITABLE when there is none: a bot that cannot save its positions must not trade."""
+    found = [replace(f, concern=Fact.WRITABLE) for f in _writable(ctx)]
+    yield from found
+    if not found:
+        yield Proof(Fact.WRITABLE, "every state file and directory the bot and guardian write is writable")
+
+
+def _writable(ctx: Context) -> Iterator[Finding]:
     lay = probe_layout(ctx)
     if lay.root_error is not None:
         e = lay.root_error
@@ -473,13 +480,23 @@ def check_writable(ctx: Context) -> Iterator[Finding]:
     yield from _unwritable(ctx, lay)
 
 
-def check_disk(ctx: Context) -> Iterator[Finding]:
+def check_disk(ctx: Context) -> Iterator[Finding | Proof]:
     """DISK_LOW for each filesystem the bot saves to with less free space than it needs, or no free
     inode (an atomic save creates a temp file). A directory that cannot be probed is reported by the
-    writable check."""
+    writable check. Proves DISK_SPACE when every filesystem was probed and none is short."""
     lay = probe_layout(ctx)
-    if lay.root_error is not None:
-        return
+    if lay.root_error is not None or lay.unprobed:
+        return  # the writable check says what could not be probed; nothing is proven
+    found = [replace(f, concern=Fact.DISK_SPACE) for f in _short(ctx, lay)]
+    yield from found
+    if not found:
+        yield Proof(
+            Fact.DISK_SPACE,
+            f"{len(lay.filesystems)} filesystem(s) the bot saves to have the space and inodes a save needs",
+        )
+
+
+def _short(ctx: Context, lay: Layout) -> Iterator[Finding]:
     floor = ctx.cfg.thresholds.disk_min_free_mb * MIB
     positions = lay.probed_of.get(ctx.positions_path.parent)
     copy = 2 * ctx.positions[0].size  # an atomic save writes a whole second copy beside the first

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from guardian.checks.base import unknown
 from guardian.context import Context
+from guardian.fsutil import stat_regular, unreadable_reason
 from guardian.model import Finding, Level
 from guardian.state import load_closed_ids
 
@@ -18,6 +19,11 @@ def check(ctx: Context) -> Iterator[Finding]:
 
     db = ctx.data / rel
     subject = ctx.rel(db)
+    try:
+        stat_regular(db)  # SQLite's own open would block on a FIFO (the gate would hang) and follow a symlink
+    except OSError as e:
+        yield unknown(subject, f"cannot read the trade store ({unreadable_reason(e)})", Level.HIGH)
+        return
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
         try:

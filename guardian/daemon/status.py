@@ -7,13 +7,19 @@ restart, and a status that costs a disk flush per bot save would not be worth ha
 
 from __future__ import annotations
 
+import enum
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from guardian.checks.base import ago
+from guardian.fsutil import read_regular, unreadable_reason
 from guardian.model import Finding, Level
 
 STATUS_FILE = "status.json"
@@ -39,80 +45,214 @@ def write(directory: Path, doc: Mapping[str, Any]) -> None:
     atomic_write(directory / STATUS_FILE, (json.dumps(doc, indent=1, default=str) + "\n").encode(), durable=False)
 
 
-def read(directory: Path) -> dict[str, Any] | None:
-    """The last status written, or None when there is none (or it cannot be read as one)."""
+STATUS_MAX = 16 << 20  # far above any status the daemon writes; a larger file is not read into memory
+
+
+class FindingRow(msgspec.Struct):
+    level: str = "?"
+    code: str = "?"
+    subject: str = ""
+    message: str = ""
+
+
+class CheckRow(msgspec.Struct):
+    errors: int = 0
+    last_error: str | None = None
+    backoff_until: str | None = None
+
+
+class Events(msgspec.Struct):
+    seen: int = 0
+    evaluations: int = 0
+    lag_p50_ms: float | None = None
+    lag_p99_ms: float | None = None
+    cpu_budget_ms: float | None = None
+    watched: int = 0
+
+
+class Status(msgspec.Struct):
+    """What ``guardian status`` shows of status.json, typed; other keys are kept only in the raw doc."""
+
+    pid: int | None = None
+    process_started: float | None = None
+    state: str | None = None
+    mode: str | None = None
+    slot: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    last_check: str | None = None
+    last_sweep: str | None = None
+    summary: str | None = None
+    score: int | None = None
+    worst: str | None = None
+    config_error: str | None = None
+    findings: list[FindingRow] = []
+    heals: dict[str, int] = {}
+    checks: dict[str, CheckRow] = {}
+    events: Events | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    doc: dict[str, Any]  # status.json as written, for --json
+    status: Status
+
+
+class StatusUnreadable(Exception):
+    """status.json is there but is not a status: unreadable, not JSON, or not of the daemon's shape."""
+
+
+def load(directory: Path) -> Snapshot | None:
+    """The last status written, or None when there is none. Raise StatusUnreadable (saying why) when
+    the file is not one: a FIFO, a symlink, too large, not JSON, or JSON of another shape."""
+    path = directory / STATUS_FILE
     try:
-        doc = json.loads((directory / STATUS_FILE).read_text())
-    except (OSError, ValueError):
+        raw = read_regular(path, max_bytes=STATUS_MAX)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return doc if isinstance(doc, dict) else None
+    except OSError as e:
+        raise StatusUnreadable(f"{path} cannot be read ({unreadable_reason(e)})") from None
+    try:
+        return Snapshot(msgspec.json.decode(raw, type=dict[str, Any]), msgspec.json.decode(raw, type=Status))
+    except msgspec.ValidationError as e:
+        raise StatusUnreadable(f"{path} is not a status the daemon wrote ({e})") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise StatusUnreadable(f"{path} is not JSON ({e})") from None
 
 
-def running(doc: Mapping[str, Any]) -> bool:
-    """Whether the daemon that wrote ``doc`` is still alive (its pid, started at the same time)."""
+def read(directory: Path) -> dict[str, Any] | None:
+    """The last status written, as a dict; None when there is none (or it cannot be read as one)."""
+    try:
+        snapshot = load(directory)
+    except StatusUnreadable:
+        return None
+    return snapshot.doc if snapshot else None
+
+
+class Process(enum.Enum):
+    """The daemon's process, as ``guardian status`` finds it."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"  # SIGSTOP, or held by a tracer: alive, but not looking
+    GONE = "gone"  # exited, a zombie, or its pid now another process's
+
+
+def probe_process(pid: int | None, started: float | None) -> Process:
+    import psutil
+
     from guardian.probes import pid_alive
 
-    pid = doc.get("pid")
-    if doc.get("state") == "stopped" or not isinstance(pid, int) or not pid_alive(pid):
-        return False
+    if pid is None or not pid_alive(pid):
+        return Process.GONE
     try:
-        import psutil
+        proc = psutil.Process(pid)
+        created, state = proc.create_time(), proc.status()
+    except psutil.NoSuchProcess:
+        return Process.GONE
+    except psutil.Error:  # not ours to look at: judge by the pid alone
+        return Process.RUNNING
+    if started is not None and abs(created - started) >= 1.0:
+        return Process.GONE  # a reused pid
+    return Process.STOPPED if state in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP) else Process.RUNNING
 
-        started = psutil.Process(pid).create_time()
-    except Exception:  # gone meanwhile, or not ours to look at: judge by the pid alone
-        return True
-    return abs(started - float(doc.get("process_started", started))) < 1.0  # not a reused pid
+
+@dataclass(frozen=True)
+class Liveness:
+    """Whether the picture in status.json is current. ``stale`` says why not; empty when it is."""
+
+    process: Process
+    age: float | None  # seconds since updated_at; None when it cannot be read
+    stale: tuple[str, ...]
+
+    @property
+    def running(self) -> bool:
+        return self.process is Process.RUNNING and not self.stale
 
 
-def exit_code(doc: Mapping[str, Any] | None, *, alive: bool) -> int:
-    """As ``guardian check``: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no daemon looking)."""
-    if doc is None or not alive:
+def judge(status: Status, process: Process, *, now: datetime, sweep: float) -> Liveness:
+    """Pure: the daemon rewrites its status at least every sweep, so one older than two sweeps, or
+    whose daemon is gone, stopped or says it stopped, is an old picture."""
+    why: list[str] = []
+    if process is Process.GONE:
+        why.append("NOT RUNNING: it stopped" if status.state == "stopped" else "NOT RUNNING: its process is gone")
+    elif process is Process.STOPPED:
+        why.append("stopped (SIGSTOP): alive but not looking")
+    elif status.state == "stopped":
+        why.append("state: stopped")
+    updated = _parse_ts(status.updated_at)
+    age = (now - updated).total_seconds() if updated else None
+    if age is None:
+        why.append("no readable updated_at")
+    elif age > 2 * sweep:
+        why.append(f"not updated for {ago(age)}, over two sweeps ({ago(2 * sweep)})")
+    elif age < -2 * sweep:
+        why.append(f"updated_at is {ago(age)} in the future")
+    return Liveness(process, age, tuple(why))
+
+
+def assess(status: Status, *, now: datetime, sweep: float) -> Liveness:
+    return judge(status, probe_process(status.pid, status.process_started), now=now, sweep=sweep)
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+    return ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def exit_code(snapshot: Snapshot | None, live: Liveness | None) -> int:
+    """As ``guardian check``: 0 OK, 1 WARNING, 2 CRITICAL; 3 UNKNOWN when no daemon is looking now."""
+    if snapshot is None or live is None or not live.running:
         return 3
-    worst = doc.get("worst")
+    worst = snapshot.status.worst
     if worst == "CRITICAL":
         return 2
     return 1 if worst else 0
 
 
-def render(doc: Mapping[str, Any] | None, *, alive: bool, directory: Path, now: datetime) -> str:
-    if doc is None:
+def render(snapshot: Snapshot | None, live: Liveness | None, *, directory: Path) -> str:
+    if snapshot is None or live is None:
         return f"guardian daemon: NOT RUNNING - no status in {directory} (has `guardian run` ever run here?)"
-    updated = str(doc.get("updated_at", "?"))
-    if alive:
-        head = f"guardian daemon: running (pid {doc.get('pid')}, since {doc.get('started_at')})"
+    st = snapshot.status
+    updated = st.updated_at or "?"
+    if live.stale:
+        when = "at an unknown time" if live.age is None else f"{ago(max(live.age, 0.0))} ago"
+        head = (
+            f"guardian daemon: STALE - last status {when} (pid {st.pid}, {'; '.join(live.stale)}); "
+            "the picture below is old"
+        )
     else:
-        head = f"guardian daemon: NOT RUNNING - last status from {updated} (pid {doc.get('pid')}); it may be stale"
+        head = f"guardian daemon: running (pid {st.pid}, since {st.started_at})"
+    old = "old  " if live.stale else ""
     lines = [
         head,
-        f"  state     {doc.get('state')}   mode {doc.get('mode')}   slot {doc.get('slot')}   "
-        f"score {doc.get('score')}/100",
-        f"  summary   {doc.get('summary')}",
-        f"  checked   {doc.get('last_check')}   last sweep {doc.get('last_sweep')}   updated {updated}",
+        f"  state     {st.state}   mode {st.mode}   slot {st.slot}   score {st.score}/100",
+        f"  summary   {old}{st.summary}",
+        f"  checked   {st.last_check}   last sweep {st.last_sweep}   updated {updated}",
     ]
-    if doc.get("config_error"):
-        lines.append(f"  CONFIG    {doc['config_error']}")
-    findings = doc.get("findings") or []
-    if findings:
-        lines.append("  findings:")
-        w = max(len(str(f.get("code"))) for f in findings)
-        for f in findings:
+    if st.config_error:
+        lines.append(f"  CONFIG    {st.config_error}")
+    if st.findings:
+        lines.append(f"  findings (old: as of {updated}, they may no longer hold):" if live.stale else "  findings:")
+        w = max(len(f.code) for f in st.findings)
+        for f in st.findings:
+            lines.append(f"    {old}{f.level:<8}  {f.code:<{w}}  {f.subject}  {f.message}")
+    if any(st.heals.values()):
+        lines.append("  heals     " + ", ".join(f"{k} {v}" for k, v in st.heals.items()))
+    for name, c in st.checks.items():
+        if c.errors:
             lines.append(
-                f"    {f.get('level', '?'):<8}  {f.get('code', '?'):<{w}}  {f.get('subject')}  {f.get('message')}"
+                f"  check {name} failing ({c.errors} time(s)), retried after {c.backoff_until}: {c.last_error}"
             )
-    heals = doc.get("heals") or {}
-    if any(heals.values()):
-        lines.append("  heals     " + ", ".join(f"{k} {v}" for k, v in heals.items()))
-    failing = {k: v for k, v in (doc.get("checks") or {}).items() if v.get("errors")}
-    for name, c in failing.items():
-        lines.append(f"  check {name} failing ({c.get('errors')} time(s)), retried after {c.get('backoff_until')}: "
-                     f"{c.get('last_error')}")  # fmt: skip
-    ev = doc.get("events") or {}
-    if ev:
+    ev = st.events
+    if ev is not None:
         lines.append(
-            f"  events    {ev.get('seen', 0)} seen, {ev.get('evaluations', 0)} evaluations, "
-            f"lag p50 {ev.get('lag_p50_ms')} ms p99 {ev.get('lag_p99_ms')} ms; watching {ev.get('watched', 0)} dirs"
+            f"  events    {ev.seen} seen, {ev.evaluations} evaluations, "
+            f"lag p50 {ev.lag_p50_ms} ms p99 {ev.lag_p99_ms} ms; watching {ev.watched} dirs"
         )
-        if (ev.get("cpu_budget_ms") or 0) < 0:
+        if (ev.cpu_budget_ms or 0) < 0:
             lines.append("            re-checks are spaced out: a busy file's checks used up daemon.cpu_percent")
     return "\n".join(lines)
 
