@@ -94,6 +94,9 @@ class Limits:
     max_daily_loss_pct: float = 2.0
     max_open_positions: int = 3
     require_stop_loss: bool = True
+    # A stop at or past the entry (a LONG's at or above it) is CRITICAL: it closes at once or never
+    # protects. A bot that trails its stop into profit sets this true: then only the side is judged.
+    stop_loss_past_entry: bool = False
     max_leverage: float = 125.0  # leverage above this on an open position is CRITICAL (Binance's maximum is 125)
 
 

@@ -96,6 +96,16 @@ def read_history(directory: Path) -> GateHistory:
     return history
 
 
+def data_root_moved(cfg: Config, data: Path) -> bool:
+    """True when ``data`` is on another filesystem than at the last allowed start (an unmounted
+    volume's bare mount point): nothing guardian writes may land there. False when unknown."""
+    try:
+        before = read_history(state_dir(cfg)).data_root
+        return before is not None and not before.same_filesystem(data_root_identity(data))
+    except (HistoryUnreadable, OSError):
+        return False
+
+
 def read_decisions(directory: Path) -> GateHistory:
     """The history for the metrics: an empty one where it cannot be read (the counts restart)."""
     try:

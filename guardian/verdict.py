@@ -50,7 +50,7 @@ DEPENDS: dict[Fact, tuple[Fact, ...]] = {
     Fact.LIMITS: (Fact.POSITIONS, Fact.PORTFOLIO),
 }
 SHOWN = 3  # blockers named in the one-line reason; --json has them all
-_CUT = 200
+_CUT = 280  # a blocker in the one-line reason; --json and `check` show it whole
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,10 @@ def _causes(report: Report, actions: Sequence[HealAction]) -> tuple[dict[Fact | 
     for f in sorted(report.findings, key=lambda f: -f.level):
         if f.key in tried and not _blocks(f):
             continue  # its repair's outcome says it
-        text = f"{f.code} {f.subject}: {f.message}"
+        # "CODE subject: message", or "CODE message" where the message names its subject first.
+        text = (
+            f"{f.code} {f.message}" if f.message.startswith(f"{f.subject} ") else f"{f.code} {f.subject}: {f.message}"
+        )
         causes[f.concern].append(_Cause(text, _blocks(f)))
     return causes, planned
 

@@ -441,6 +441,36 @@ def test_guardian_status_prints_the_daemons_findings_and_exits_as_check_does(
     assert j["running"] is True and j["status"]["worst"] == "CRITICAL"
 
 
+def test_guardian_status_says_what_a_real_mode_start_would_get_and_exits_critical_when_refused(
+    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+) -> None:
+    # A HIGH finding that leaves the WAL unproven: the start line names it, as the gate would.
+    d = daemon(tree, mode="real", extra={"heal": {"enabled": False}})
+    with tree.wal.open("a") as f:
+        f.write('{"op": "POSITION_OPEN", "status": "completed"}\n')  # no id: the operation is unknown
+    d.wait_status(lambda s: not s["verdict"]["sound"] and "WAL not proven" in " ".join(s["verdict"]["blockers"]))
+    r = cli(d.config, "status")
+    start = [line for line in r.out.splitlines() if line.startswith("  start ")]
+    assert start and start[0].startswith(
+        "  start     guardian gate: REFUSED (real mode): WAL not proven: UNKNOWN wal:line3"
+    )
+    assert r.code == 2, r.out
+
+
+@pytest.mark.parametrize(
+    ("mode", "worst", "sound", "code"),
+    [("real", "HIGH", False, 2), ("real", "HIGH", True, 1), ("paper", "HIGH", False, 1), ("real", None, True, 0)],
+)
+def test_status_exits_critical_when_a_real_mode_start_would_be_refused_whatever_the_worst_level(
+    mode: str, worst: str | None, sound: bool, code: int
+) -> None:
+    from guardian.daemon import status as st
+
+    snap = st.Snapshot({}, st.Status(mode=mode, worst=worst, verdict=st.StartVerdict(sound=sound)))
+    live = st.Liveness(st.Process.RUNNING, 1.0, ())
+    assert st.exit_code(snap, live) == code
+
+
 def test_guardian_status_without_any_daemon_says_so_with_exit_3(
     tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result]
 ) -> None:

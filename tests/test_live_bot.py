@@ -94,11 +94,13 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = WAIT)
 
 def guardian_config(tree: BotTree, tmp: Path, extra: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """A config for ``tree``: guardian's state and journal in ``tmp``; test bots, which run outside any
-    unit, are reported as orphans (HIGH) but never killed."""
+    unit, are reported as orphans (HIGH) but never killed. The simulated bot trails its stops with the
+    price, past the entry when the price moves its way: allowed, as for any bot that trails."""
     merged: dict[str, dict[str, Any]] = {
         "guardian": {"state_dir": str(tmp / "guardian-state")},
         "alerts": {"journald_socket": str(tmp / "no-journal.socket")},
         "heal": {"kill_orphans_in_paper": False},
+        "limits": {"stop_loss_past_entry": True},
     }
     for key, value in (extra or {}).items():
         merged[key] = {**merged.get(key, {}), **value}

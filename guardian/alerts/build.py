@@ -9,14 +9,17 @@ from guardian.alerts import Alerter, AlertSink
 from guardian.alerts.jsonl import JsonlSink
 from guardian.alerts.stderr import StderrSink
 from guardian.context import Context
+from guardian.history import data_root_moved
 
 
 def build_alerter(ctx: Context, *, stderr: bool | None = None, stdout_free: bool = True) -> Alerter:
     """``stderr``: override ``alerts.stderr``; ``stdout_free``: False while stdout carries --json output."""
     a = ctx.cfg.alerts
-    sinks: list[AlertSink] = [
-        JsonlSink(ctx.alerts_path, max_bytes=max(1, int(a.jsonl_max_mb * 1024 * 1024)), keep=a.jsonl_keep)
-    ]
+    max_bytes = max(1, int(a.jsonl_max_mb * 1024 * 1024))
+    # The log's directory is made when missing, except in a data root on another filesystem than the
+    # bot ran on: the bare mount point of an unmounted volume must not start a fresh layout.
+    create = not (ctx.alerts_path.is_relative_to(ctx.data) and data_root_moved(ctx.cfg, ctx.data))
+    sinks: list[AlertSink] = [JsonlSink(ctx.alerts_path, max_bytes=max_bytes, keep=a.jsonl_keep, create_dir=create)]
     journal = False
     if a.journald:
         from guardian.alerts.journald import JournaldSink, StdoutPrioritySink

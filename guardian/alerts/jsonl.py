@@ -70,12 +70,13 @@ def flock_wait(fd: int, op: int, timeout: float) -> bool:
 class _AppendHandler(logging.Handler):
     """Appends each formatted record as one line: locked, fresh fd, one write, fsync."""
 
-    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, keep: int, *, create_dir: bool = True) -> None:
         super().__init__()
         self.path = path
         self.lock_file = rotate_lock_path(path)
         self.max_bytes = max_bytes
         self.keep = keep
+        self.create_dir = create_dir
 
     def emit(self, record: logging.LogRecord) -> None:
         text = self.format(record)
@@ -120,6 +121,8 @@ class _AppendHandler(logging.Handler):
         try:
             return os.open(self.lock_file, flags, 0o644)
         except FileNotFoundError:  # the log's directory does not exist yet
+            if not self.create_dir:
+                raise
             self.path.parent.mkdir(exist_ok=True)
             return os.open(self.lock_file, flags, 0o644)
 
@@ -176,7 +179,12 @@ def _torn(fd: int) -> bool:
 class JsonlSink:
     name = "jsonl"
 
-    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP, create_dir: bool = True
+    ) -> None:
+        """``create_dir``: make the log's directory when it is missing (False for a log in the bot's
+        data root, whose directories are the heal's to create, after its checks: in the bare mount
+        point of an unmounted volume, one would start a fresh layout)."""
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         if keep < 0:
@@ -187,7 +195,7 @@ class JsonlSink:
         # A logger of its own, outside logging's registry (no leak per sink), touching nobody else's.
         self.logger = logging.Logger(f"guardian.alerts.jsonl:{path}", logging.INFO)
         self.logger.propagate = False
-        handler = _AppendHandler(path, max_bytes, keep)
+        handler = _AppendHandler(path, max_bytes, keep, create_dir=create_dir)
         # No format fields: the record's dict message is the whole object. Compact, and ASCII so
         # that no character in a field (U+2028, a lone surrogate) can break or corrupt the line.
         handler.setFormatter(

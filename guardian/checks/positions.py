@@ -146,7 +146,7 @@ def _judge(ctx: Context, p: dict[str, Any], label: str) -> Iterator[Finding]:
             f"{label} ({p.get('symbol')} {p.get('direction')}) has no stop loss",
             stop_loss=stop,
         )
-    elif positive_number(stop) and positive_number(p.get("entry_price")):
+    elif positive_number(stop) and positive_number(p.get("entry_price")) and not ctx.cfg.limits.stop_loss_past_entry:
         entry, direction = p["entry_price"], p.get("direction")
         if (direction == "LONG" and stop >= entry) or (direction == "SHORT" and stop <= entry):
             where = "at or above" if direction == "LONG" else "at or below"

@@ -574,7 +574,7 @@ class Daemon:
             "worst": status_mod.worst_level(findings),
             "counts": status_mod.level_counts(findings),
             "findings": [f.to_json() for f in sorted(findings, key=lambda f: -f.level)],
-            "verdict": {**(v := self.verdict()).to_json(), "reason": v.reason("daemon")},
+            "verdict": {**(v := self.verdict()).to_json(), "reason": v.reason("gate")},
             "checks": {
                 name: {
                     "runs": st.runs,

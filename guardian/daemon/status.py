@@ -70,6 +70,14 @@ class Events(msgspec.Struct):
     watched: int = 0
 
 
+class StartVerdict(msgspec.Struct):
+    """The gate's verdict as the daemon last saw it (``guardian.verdict``): what a start would get now."""
+
+    sound: bool = False
+    reason: str = ""
+    blockers: list[str] = []
+
+
 class Status(msgspec.Struct):
     """What ``guardian status`` shows of status.json, typed; other keys are kept only in the raw doc."""
 
@@ -90,6 +98,7 @@ class Status(msgspec.Struct):
     heals: dict[str, int] = {}
     checks: dict[str, CheckRow] = {}
     events: Events | None = None
+    verdict: StartVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -206,10 +215,10 @@ def exit_code(snapshot: Snapshot | None, live: Liveness | None) -> int:
     """As ``guardian check``: 0 OK, 1 WARNING, 2 CRITICAL; 3 UNKNOWN when no daemon is looking now."""
     if snapshot is None or live is None or not live.running:
         return 3
-    worst = snapshot.status.worst
-    if worst == "CRITICAL":
-        return 2
-    return 1 if worst else 0
+    st = snapshot.status
+    if st.worst == "CRITICAL" or (st.mode == "real" and st.verdict is not None and not st.verdict.sound):
+        return 2  # a real-mode bot that the gate would not let start is as critical as any finding
+    return 1 if st.worst else 0
 
 
 def render(snapshot: Snapshot | None, live: Liveness | None, *, directory: Path) -> str:
@@ -234,6 +243,9 @@ def render(snapshot: Snapshot | None, live: Liveness | None, *, directory: Path)
     ]
     if st.config_error:
         lines.append(f"  CONFIG    {st.config_error}")
+    if st.verdict is not None:
+        lines.append(f"  start     {old}{st.verdict.reason}")
+        lines += [f"            {old}{b}" for b in st.verdict.blockers[:6]]
     if st.findings:
         lines.append(f"  findings (old: as of {updated}, they may no longer hold):" if live.stale else "  findings:")
         w = max(len(f.code) for f in st.findings)

@@ -102,7 +102,11 @@ def remedy_for(code: str) -> Remedy:
 
 
 def _slot_guard(ctx: Context, report: Report) -> str | None:
-    """Why nothing may be healed inside the data root, if the slot holding it is not the deployed one."""
+    """Why nothing may be healed inside the data root: it is on another filesystem than the bot ran
+    on (an unmounted volume: a layout made there would pass for a new bot), or the slot holding it
+    is not the deployed one."""
+    if any(f.code == "DATA_ROOT_CHANGED" for f in report.findings):
+        return "DATA_ROOT_CHANGED: nothing is written in a data root on another filesystem than the bot's"
     if not ctx.data_in_slot:
         return None
     bad = [f for f in report.findings if f.code in ("SLOT_INVALID", "SLOT_MISMATCH")]

@@ -223,7 +223,7 @@ def _cold_start(h: HealContext, path: Path, what: str) -> Plan:
     traces = earlier_life(h, about=path)
     if traces:
         shown = "; ".join(traces[:3]) + (f"; +{len(traces) - 3} more" if len(traces) > 3 else "")
-        return Plan(None, "", refusal=f"it may be created {what} only on a cold start, but the bot has lived: {shown}")
+        return Plan(None, "", refusal=f"not a cold start, so not created {what}: {shown}")
     return Plan({}, f"initialised {what} (cold start: no WAL, backup, alert log, gate history or other state file)")
 
 
