@@ -73,7 +73,7 @@ METHODS: dict[str, tuple[str, Callable[[bytes], object]]] = {
     "msgspec": ("msgspec.json.decode, untyped", msgspec.json.decode),
     "typed": ("msgspec, typed Struct, all positions", msgspec.json.Decoder(Positions).decode),
     "open": ("msgspec, typed open + Raw closed", msgspec.json.Decoder(OpenOnly).decode),
-    "guardian": ("guardian.state.load_positions: typed open + closed as (pnl, closed today?)", lambda raw: raw),
+    "guardian": ("guardian.state.load_positions: typed open + closed as (pnl, closed_at)", lambda raw: raw),
 }
 
 

@@ -2,8 +2,9 @@
 
 The positions file only grows (1M closed positions is ~420 MB of JSON), so it is decoded with
 msgspec into small typed structs: open positions whole, closed positions as just their P&L and
-whether they closed today. ``bench/run --decode`` shows why (time and peak memory against
-``json.loads``).
+their closing time, parsed in C. ``bench/run --decode`` shows why (time and peak memory against
+``json.loads``). Every closed record is judged: one whose pnl or closed_at is not as the layout
+says is counted and named, never skipped, since any of them may be today's loss.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,21 +34,13 @@ class FileState(enum.Enum):
     UNREADABLE = "unreadable"  # permission denied, not a regular file, too large
 
 
-class _Today:
-    """A decoded ``closed_at``: one of three shared instances, so 1M closed positions cost no strings."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: bool | None) -> None:
-        self.value = value
-
-
-_YES, _NO, _UNPARSED = _Today(True), _Today(False), _Today(None)
-
-
 class Closed(msgspec.Struct, gc=False):
+    """A closed position as the tally needs it. ``closed_at`` is parsed by msgspec, in C: an RFC 3339
+    string (no zone: UTC) or, as the decoders are not strict, Unix seconds. A record it cannot parse
+    fails the typed decode, and the file is then judged record by record (``_tally_records``)."""
+
     pnl: Any = None
-    closed_at: _Today = _UNPARSED  # absent: the day it closed is unknown
+    closed_at: datetime | None = None  # absent or null: the day it closed is unknown
 
 
 class _PositionsDoc(msgspec.Struct):
@@ -101,13 +94,10 @@ class Positions:
 
 
 class _ClosedPlain(msgspec.Struct, gc=False):
+    """A closed record msgspec could not type, read as it is for Python's own judging."""
+
     pnl: Any = None
     closed_at: Any = None
-
-
-class _PlainPositionsDoc(msgspec.Struct):
-    open_positions: list[Any] | msgspec.UnsetType = msgspec.UNSET
-    closed_positions: list[_ClosedPlain] | msgspec.UnsetType = msgspec.UNSET
 
 
 class _SplitPositionsDoc(msgspec.Struct):
@@ -116,7 +106,11 @@ class _SplitPositionsDoc(msgspec.Struct):
 
 
 _SPLIT_DECODER = msgspec.json.Decoder(_SplitPositionsDoc)
-_CLOSED_DECODER = msgspec.json.Decoder(list[_ClosedPlain])
+# Not strict: a closed_at in Unix seconds (a number) is a datetime too.
+_DOC_DECODER = msgspec.json.Decoder(_PositionsDoc, strict=False)
+_CLOSED_DECODER = msgspec.json.Decoder(list[Closed], strict=False)
+_ONE_CLOSED = msgspec.json.Decoder(Closed, strict=False)
+_ONE_PLAIN = msgspec.json.Decoder(_ClosedPlain)
 _CLOSED_KEY = b'"closed_positions"'
 
 
@@ -133,45 +127,31 @@ class ClosedMemo:
     last: tuple[bytes, str, Tally] | None = None
 
 
-# Below this size closed_at is decoded as a plain string and judged after: twice as fast as the hook
-# (the daemon re-reads a busy bot's file many times a second). Above it the hook's shared flags keep
-# a million closed positions from costing a million strings.
-PLAIN_DECODE_MAX = 64 << 20
+class _Day(enum.Enum):
+    TODAY = "today"
+    OTHER = "another day"
+    UNPARSED = "unparsed"
 
 
-def _judge(obj: Any, today: str) -> _Today:
-    """Whether a ``closed_at`` value falls on ``today`` (UTC), or _UNPARSED when it is not a time as
-    the layout writes one: an ISO 8601 string (no zone: UTC, as the layout's times are), or Unix
-    seconds. Epoch milliseconds fall past year 9999 and are unparsed, never read as another day."""
-    if type(obj) is str:
-        try:
+def _utc_day(moment: datetime) -> date:
+    offset = moment.utcoffset()
+    return (moment - offset).date() if offset else moment.date()  # no zone: UTC, as the layout's times are
+
+
+def _judge_plain(obj: Any, today: date) -> _Day:
+    """A ``closed_at`` msgspec would not parse: still a time as the layout writes one if Python's
+    ISO 8601 parser reads it (``2026-11-21``, ``2026-11-21T07:00Z``), or a number of Unix seconds.
+    Epoch milliseconds fall past year 9999: unparsed, never read as another day."""
+    try:
+        if type(obj) is str:
             moment = datetime.fromisoformat(obj)
-        except ValueError:
-            return _UNPARSED
-        offset = moment.utcoffset()
-        if offset:
-            moment = moment - offset  # to UTC: 23:30-05:00 closed on the next UTC day
-        return _YES if moment.date().isoformat() == today else _NO
-    if type(obj) is int or type(obj) is float:  # not bool: true is no time
-        try:
-            return _YES if datetime.fromtimestamp(obj, UTC).date().isoformat() == today else _NO
-        except (OverflowError, OSError, ValueError):
-            return _UNPARSED
-    return _UNPARSED
-
-
-def _today_hook(today: str) -> Any:
-    def hook(tp: type, obj: Any) -> Any:
-        if tp is not _Today:
-            raise NotImplementedError
-        return _judge(obj, today)
-
-    return hook
-
-
-def _sane_pnl(pnl: Any) -> bool:
-    """A P&L as the layout writes it: a JSON number of a float's size (not a bool, string, NaN, null)."""
-    return (type(pnl) is float or type(pnl) is int) and -1e300 < pnl < 1e300
+        elif type(obj) is int or type(obj) is float:  # not bool: true is no time
+            moment = datetime.fromtimestamp(obj, UTC)
+        else:
+            return _Day.UNPARSED
+    except (ValueError, OverflowError, OSError):
+        return _Day.UNPARSED
+    return _Day.TODAY if _utc_day(moment) == today else _Day.OTHER
 
 
 def _read(path: Path, max_bytes: int) -> bytes | Loaded:
@@ -196,52 +176,73 @@ def _is_empty(raw: bytes) -> bool:
     return not stripped or stripped.replace(b" ", b"") == b"{}"
 
 
-def _tally(closed: Sequence[Closed | _ClosedPlain], today: str, *, judged: bool, first: int = 0) -> Tally:
-    """Judge every closed position: the day's realised P&L and the records that cannot be judged.
-    ``judged`` when the hook already read closed_at; ``first`` is the index of ``closed[0]``."""
+def _sane_pnl(pnl: Any) -> bool:
+    """A P&L as the layout writes it: a JSON number of a float's size (not a bool, string, NaN, null)."""
+    return (type(pnl) is float or type(pnl) is int) and -1e300 < pnl < 1e300
+
+
+def _tally(closed: Sequence[Closed], today: str) -> Tally:
+    """Judge every closed position: the day's realised P&L and the records that cannot be judged."""
+    day = date.fromisoformat(today)
+    aware = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    naive = aware.replace(tzinfo=None)  # a time with no zone is UTC
+    aware_end, naive_end = aware + timedelta(days=1), naive + timedelta(days=1)
     today_pnl = 0.0
     unjudged = 0
     examples: list[str] = []
     for i, c in enumerate(closed):
-        when = c.closed_at if judged else _judge(c.closed_at, today)
-        pnl = c.pnl
-        if when is _UNPARSED or not _sane_pnl(pnl):
+        at, pnl = c.closed_at, c.pnl
+        if at is None or not ((type(pnl) is float or type(pnl) is int) and -1e300 < pnl < 1e300):
             unjudged += 1
             if len(examples) < EXAMPLES:
-                examples.append(_why_unjudged(first + i, c, when))
-        elif when is _YES:
+                examples.append(_why_unjudged(i, at is None, pnl, None))
+        elif (aware <= at < aware_end) if at.tzinfo is not None else (naive <= at < naive_end):
             today_pnl += pnl
     return len(closed), today_pnl, unjudged, tuple(examples)
 
 
-def _why_unjudged(index: int, c: Closed | _ClosedPlain, when: Any) -> str:
-    if when is _UNPARSED:
-        raw = c.closed_at if isinstance(c, _ClosedPlain) else "?"
-        what = "missing or null" if raw is None else f"{raw!r:.40}"
+def _why_unjudged(index: int, no_time: bool, pnl: Any, raw_time: Any) -> str:
+    if no_time:
+        what = "missing or null" if raw_time is None else f"{raw_time!r:.40}"
         return f"#{index}: closed_at {what} is not an ISO 8601 UTC time or Unix seconds"
-    return f"#{index}: pnl {c.pnl!r:.40} is not a number"
+    return f"#{index}: pnl {pnl!r:.40} is not a number"
 
 
 def _tally_records(raws: list[msgspec.Raw], today: str) -> Tally:
     """The slow path, for a closed list the typed decode rejected: each record on its own, so one
-    bad record (a null, a string) is counted and named and every other record is still judged."""
-    one = msgspec.json.Decoder(_ClosedPlain)
+    bad record (a null, a string) is counted and named and every other record is still judged. A
+    record msgspec cannot type is read again untyped and its closed_at judged by Python's parser."""
+    day = date.fromisoformat(today)
     today_pnl = 0.0
     unjudged = 0
     examples: list[str] = []
+
+    def bad(why: str) -> None:
+        nonlocal unjudged
+        unjudged += 1
+        if len(examples) < EXAMPLES:
+            examples.append(why)
+
     for i, raw in enumerate(raws):
         try:
-            c = one.decode(raw)
+            _, pnl, n, why = _tally([_ONE_CLOSED.decode(raw)], today)
         except msgspec.ValidationError:
-            unjudged += 1
-            if len(examples) < EXAMPLES:
-                examples.append(f"#{i}: {bytes(raw)[:40].decode('utf-8', 'replace')} is not a position object")
+            pass
+        else:
+            today_pnl += pnl
+            if n:
+                bad(why[0].replace("#0:", f"#{i}:", 1))
             continue
-        _, pnl, bad, why = _tally([c], today, judged=False, first=i)
-        today_pnl += pnl
-        unjudged += bad
-        if why and len(examples) < EXAMPLES:
-            examples.append(why[0])
+        try:
+            c = _ONE_PLAIN.decode(raw)
+        except msgspec.ValidationError:
+            bad(f"#{i}: {bytes(raw)[:40].decode('utf-8', 'replace')} is not a position object")
+            continue
+        when = _judge_plain(c.closed_at, day)
+        if when is _Day.UNPARSED or not _sane_pnl(c.pnl):
+            bad(_why_unjudged(i, when is _Day.UNPARSED, c.pnl, c.closed_at))
+        elif when is _Day.TODAY:
+            today_pnl += c.pnl
     return len(raws), today_pnl, unjudged, tuple(examples)
 
 
@@ -295,21 +296,18 @@ def _decode_positions(path: Path, raw: bytes, today: str, memo: ClosedMemo | Non
     size = len(raw)
     if _is_empty(raw):
         return Loaded(path, FileState.EMPTY, "is empty", size=size), None
-    if memo is not None and size <= PLAIN_DECODE_MAX:
+    if memo is not None:
         positions = _load_memoised(raw, today, memo)
         if positions is not None:
             return Loaded(path, FileState.OK, size=size), positions
-    hook = _today_hook(today)
-    doc_type: Any = _PlainPositionsDoc if size <= PLAIN_DECODE_MAX else _PositionsDoc
     try:
         try:
-            doc = msgspec.json.Decoder(doc_type, dec_hook=hook).decode(raw)
+            doc = _DOC_DECODER.decode(raw)
         except msgspec.ValidationError:
             return _load_per_record(path, raw, today)
         except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports invalid UTF-8 as the latter
             try:  # NaN or Infinity, as Python's json.dump writes them: judged per position, not a corrupt file
-                doc = msgspec.convert(decode_any(raw), _PlainPositionsDoc)
-                doc_type = _PlainPositionsDoc
+                doc = msgspec.convert(decode_any(raw), _PositionsDoc, strict=False)
             except msgspec.ValidationError:
                 return _load_per_record(path, msgspec.json.encode(decode_any(raw)), today)
             except msgspec.DecodeError:
@@ -325,7 +323,7 @@ def _decode_positions(path: Path, raw: bytes, today: str, memo: ClosedMemo | Non
         return Loaded(path, FileState.MALFORMED, f"lacks {', '.join(missing)}", missing_keys=missing, size=size), None
     assert not isinstance(doc.open_positions, msgspec.UnsetType)
     assert not isinstance(doc.closed_positions, msgspec.UnsetType)
-    counts = _tally(doc.closed_positions, today, judged=doc_type is _PositionsDoc)
+    counts = _tally(doc.closed_positions, today)
     return Loaded(path, FileState.OK, size=size), Positions(list(doc.open_positions), *counts)
 
 
@@ -355,9 +353,11 @@ def _load_per_record(path: Path, raw: bytes, today: str) -> tuple[Loaded, Positi
         ), None
     assert not isinstance(doc.open_positions, msgspec.UnsetType)
     assert not isinstance(doc.closed_positions, msgspec.UnsetType)
-    return Loaded(path, FileState.OK, size=len(raw)), Positions(
-        list(doc.open_positions), *_tally_records(doc.closed_positions, today)
-    )
+    try:
+        counts = _tally_records(doc.closed_positions, today)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:  # invalid UTF-8 inside a record: not JSON at all
+        return Loaded(path, FileState.CORRUPT, f"is not valid JSON ({e})", size=len(raw)), None
+    return Loaded(path, FileState.OK, size=len(raw)), Positions(list(doc.open_positions), *counts)
 
 
 def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None:
@@ -395,7 +395,7 @@ def _load_memoised(raw: bytes, today: str, memo: ClosedMemo) -> Positions | None
             plain = _CLOSED_DECODER.decode(closed)
         except Exception:
             return None
-        counts = _tally(plain, today, judged=False)
+        counts = _tally(plain, today)
         if len(closed) <= memo.MAX_BYTES:
             memo.last = (bytes(closed), today, counts)  # a copy: `closed` is a view into the whole file
     return Positions(list(doc.open_positions), *counts)

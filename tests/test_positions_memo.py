@@ -67,9 +67,9 @@ def tallies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     seen: list[int] = []
     real = state._tally
 
-    def counting(closed: Any, today: str, *, judged: bool, first: int = 0) -> state.Tally:
+    def counting(closed: Any, today: str) -> state.Tally:
         seen.append(len(closed))
-        return real(closed, today, judged=judged, first=first)
+        return real(closed, today)
 
     monkeypatch.setattr(state, "_tally", counting)
     yield seen

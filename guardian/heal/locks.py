@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 
 from guardian.checks.locks import is_stale, probe
 from guardian.heal.base import HealContext, failed, planned
@@ -15,8 +16,11 @@ def heal_lock(h: HealContext, f: Finding) -> HealAction:
     path = h.ctx.data / f.subject
     if h.dry_run:
         return planned(f, f"remove stale lock {f.subject}")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # Non-blocking, and a regular file only: a FIFO swapped in since the check must not hang the gate.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return failed(f, f"{f.subject} is no longer a regular file: not removed")
         try:
             # While we hold it, no flock user can take it; filelock re-checks the inode after its
             # own flock, so a contender that opened the old file starts over on the new one.
