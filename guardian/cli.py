@@ -1,6 +1,7 @@
 """``guardian --config FILE <command>``: argument parsing and output only; the work is elsewhere.
 
-Exit codes: check and status 0/1/2/3 (OK/WARNING/CRITICAL/UNKNOWN, as monitoring plugins); gate 0 allow,
+Exit codes: check and status 0/1/2/3 (OK/WARNING/CRITICAL/UNKNOWN, as monitoring plugins; CRITICAL
+too when a real-mode start would be refused; status UNKNOWN when its picture is stale); gate 0 allow,
 1 refuse; 78 (EX_CONFIG) for an invalid config everywhere; heal 0 when nothing failed and no CRITICAL
 remains, else 1.
 """

@@ -16,7 +16,7 @@ starts, and carries the same verdict for the operator to read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from guardian.model import UNKNOWN, Fact, Finding, HealAction, Level, Outcome, Proof, Report, health_score
@@ -65,7 +65,6 @@ class Verdict:
     # the gate's answer depends on how they go.
     planned: tuple[str, ...] = ()
     pending: bool = False
-    findings: tuple[Finding, ...] = field(default=(), repr=False)
 
     @property
     def allowed(self) -> bool:
@@ -150,14 +149,12 @@ def _causes(report: Report, actions: Sequence[HealAction]) -> tuple[dict[Fact | 
     return causes, planned
 
 
-def judge(
-    report: Report, actions: Sequence[HealAction] = (), *, mode: str, min_score: int, incomplete: Sequence[str] = ()
-) -> Verdict:
+def judge(report: Report, actions: Sequence[HealAction] = (), *, mode: str, min_score: int) -> Verdict:
     """The verdict on ``report`` (the state after healing, or as it is for a dry run) and the repairs
-    tried (or planned) on it. ``incomplete``: checks that did not complete, beside the report's own."""
+    tried (or planned) on it."""
     causes, planned = _causes(report, actions)
     planned_keys = {a.finding.key for a in actions if a.outcome is Outcome.PLANNED}
-    unfinished = [*report.incomplete, *incomplete]
+    unfinished = list(report.incomplete)
     proven = {p.fact for p in report.proofs}
     found: list[_Cause] = []
     for fact in REQUIRED:
@@ -184,8 +181,7 @@ def judge(
     pending = bool(found) and all(c.planned for c in found)
     blockers = tuple(c.text for c in found)
     healed = sum(1 for a in actions if a.outcome is Outcome.HEALED)
-    return Verdict(mode, not blockers, blockers, report.proofs, score, healed, tuple(planned), pending,
-                   report.findings)  # fmt: skip
+    return Verdict(mode, not blockers, blockers, report.proofs, score, healed, tuple(planned), pending)
 
 
 def _dependents(fact: Fact, proven: set[Fact], causes: dict[Fact | None, list[_Cause]]) -> str:
