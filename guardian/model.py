@@ -103,14 +103,13 @@ def health_score(findings: Iterable[Finding]) -> int:
     return max(0, 100 - sum(SCORE_PENALTY[f.level] for f in findings))
 
 
-def check_exit_code(findings: Iterable[Finding]) -> int:
-    """Map findings to a monitoring-plugin exit code.
-
-    A known CRITICAL outranks UNKNOWN (it needs action now); UNKNOWN outranks a WARNING because a
-    check that could not decide may be hiding something worse.
-    """
+def monitoring_exit(findings: Iterable[Finding], *, start_refused: bool = False) -> int:
+    """The monitoring-plugin exit code of an evaluation, the one mapping ``check`` and the daemon's
+    ``status`` share: CRITICAL for a known CRITICAL, or a real-mode start the gate would refuse;
+    UNKNOWN for a finding that could not be decided (it may hide something worse than a WARNING);
+    WARNING for any other finding; OK for none."""
     fs = list(findings)
-    if any(f.level is Level.CRITICAL and f.code != UNKNOWN for f in fs):
+    if start_refused or any(f.level is Level.CRITICAL and f.code != UNKNOWN for f in fs):
         return EXIT_CRITICAL
     if any(f.code == UNKNOWN for f in fs):
         return EXIT_UNKNOWN

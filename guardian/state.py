@@ -266,30 +266,31 @@ def _ids_also_closed(raw: bytes, open_: list[Any]) -> tuple[str, ...]:
     the first ``"closed_positions"`` key, in a file with no backslash there (no escaped form of it),
     cannot be a closed position's id; anything else is settled by decoding the closed ids."""
     ids = [p.get("id") for p in open_ if isinstance(p, dict) and p.get("id") is not None]
-    if not ids:
-        return ()
     start = raw.find(_CLOSED_KEY)
-    if start == -1:
+    if not ids or start == -1:
         return ()
-    if raw.find(b"\\", start) == -1 and all(isinstance(i, str) for i in ids):
-        maybe = [i for i in ids if raw.find(msgspec.json.encode(i), start) != -1]
-        if not maybe:
-            return ()
+    literal = raw.find(b"\\", start) == -1 and all(isinstance(i, str) for i in ids)
+    if literal and not any(raw.find(msgspec.json.encode(i), start) != -1 for i in ids):
+        return ()
+    return tuple(sorted({str(i) for i in ids} & _closed_ids_of(raw)))
+
+
+def _closed_ids_of(raw: bytes) -> set[str]:
+    """Every closed position's id; where a record has another shape (the per-record path judged
+    it), the ids of those that are objects."""
     try:
         closed = msgspec.json.decode(raw, type=_ClosedIdsDoc).closed_positions
     except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-        # A record of another shape (the per-record path judged it): compare the records that are objects.
         try:
             records = msgspec.json.decode(raw, type=_RecordsDoc).closed_positions
         except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-            return ()
+            return set()
         one = msgspec.json.Decoder(_ClosedIds)
         closed = []
         for r in records if isinstance(records, list) else ():
             with contextlib.suppress(msgspec.MsgspecError):
                 closed.append(one.decode(r))
-    closed_ids = {str(c.id) for c in closed if c.id is not None}
-    return tuple(sorted({str(i) for i in ids} & closed_ids))
+    return {str(c.id) for c in closed if c.id is not None}
 
 
 def _decode_positions(path: Path, raw: bytes, today: str, memo: ClosedMemo | None) -> tuple[Loaded, Positions | None]:

@@ -16,7 +16,7 @@ starts, and carries the same verdict for the operator to read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from guardian.model import UNKNOWN, Fact, Finding, HealAction, Level, Outcome, Proof, Report, health_score
@@ -56,6 +56,7 @@ _CUT = 280  # a blocker in the one-line reason; --json and `check` show it whole
 @dataclass(frozen=True)
 class Verdict:
     mode: str
+    _: KW_ONLY
     sound: bool  # real mode's allow-list holds
     blockers: tuple[str, ...]  # why not, root causes first
     proofs: tuple[Proof, ...]
@@ -153,9 +154,27 @@ def judge(report: Report, actions: Sequence[HealAction] = (), *, mode: str, min_
     """The verdict on ``report`` (the state after healing, or as it is for a dry run) and the repairs
     tried (or planned) on it."""
     causes, planned = _causes(report, actions)
-    planned_keys = {a.finding.key for a in actions if a.outcome is Outcome.PLANNED}
     unfinished = list(report.incomplete)
-    proven = {p.fact for p in report.proofs}
+    found = _fact_blockers(causes, {p.fact for p in report.proofs}, unfinished)
+    found += [c for c in causes[None] if c.blocks]
+    found += [_Cause(f"check {c} did not complete", True) for c in unfinished]
+    if report.score < min_score and not found:  # with other blockers the score only repeats them
+        found.append(_score_blocker(report, actions, min_score))
+    blockers = tuple(c.text for c in found)
+    return Verdict(
+        mode,
+        sound=not blockers,
+        blockers=blockers,
+        proofs=report.proofs,
+        score=report.score,
+        healed=sum(1 for a in actions if a.outcome is Outcome.HEALED),
+        planned=tuple(planned),
+        pending=bool(found) and all(c.planned for c in found),
+    )
+
+
+def _fact_blockers(causes: dict[Fact | None, list[_Cause]], proven: set[Fact], unfinished: list[str]) -> list[_Cause]:
+    """Each required fact not proven, with its first cause; and what blocks about a proven one."""
     found: list[_Cause] = []
     for fact in REQUIRED:
         mine = causes[fact]
@@ -165,23 +184,18 @@ def judge(report: Report, actions: Sequence[HealAction] = (), *, mode: str, min_
         if not mine and any(d not in proven for d in DEPENDS.get(fact, ())):
             continue  # named beside the fact it depends on
         first = mine[0] if mine else _Cause(_why_unproven(fact, unfinished), True)
-        found.append(_Cause(f"{fact.value}{_dependents(fact, proven, causes)} not proven: {first.text}", True,
-                            planned=first.planned))  # fmt: skip
+        text = f"{fact.value}{_dependents(fact, proven, causes)} not proven: {first.text}"
+        found.append(_Cause(text, True, planned=first.planned))
         found += [c for c in mine[1:] if c.blocks]
-    found += [c for c in causes[None] if c.blocks]
-    found += [_Cause(f"check {c} did not complete", True) for c in unfinished]
-    score = report.score
-    if score < min_score and not found:  # with other blockers the score only repeats them
-        costly = ", ".join(
-            f"{f.level.name} {f.code} {f.subject}" for f in sorted(report.findings, key=lambda f: -f.level)
-        )
-        # A dry run: what is left once the planned repairs are made is what the gate will judge.
-        left = health_score(f for f in report.findings if f.key not in planned_keys)
-        found.append(_Cause(f"health score {score} below {min_score}: {costly}", True, planned=left >= min_score))
-    pending = bool(found) and all(c.planned for c in found)
-    blockers = tuple(c.text for c in found)
-    healed = sum(1 for a in actions if a.outcome is Outcome.HEALED)
-    return Verdict(mode, not blockers, blockers, report.proofs, score, healed, tuple(planned), pending)
+    return found
+
+
+def _score_blocker(report: Report, actions: Sequence[HealAction], min_score: int) -> _Cause:
+    costly = ", ".join(f"{f.level.name} {f.code} {f.subject}" for f in sorted(report.findings, key=lambda f: -f.level))
+    # A dry run: what is left once the planned repairs are made is what the gate will judge.
+    planned = {a.finding.key for a in actions if a.outcome is Outcome.PLANNED}
+    left = health_score(f for f in report.findings if f.key not in planned)
+    return _Cause(f"health score {report.score} below {min_score}: {costly}", True, planned=left >= min_score)
 
 
 def _dependents(fact: Fact, proven: set[Fact], causes: dict[Fact | None, list[_Cause]]) -> str:

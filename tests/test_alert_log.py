@@ -42,8 +42,9 @@ while not pathlib.Path(go).exists():
         sys.exit(3)
     time.sleep(0.001)
 for i in range(int(n)):
-    sink.emit(Alert("2026-11-21T12:00:00.000Z", "HIGH", "LOAD", "w" + worker,
-                    f"alert {i} of worker {worker} " + "x" * 80, False, "firing", {"worker": int(worker), "i": i}))
+    sink.emit(Alert(ts="2026-11-21T12:00:00.000Z", level="HIGH", code="LOAD", subject="w" + worker,
+                    message=f"alert {i} of worker {worker} " + "x" * 80, action_required=False, event="firing",
+                    context={"worker": int(worker), "i": i}))
 """
 
 
@@ -56,7 +57,7 @@ def alert(code: str = "POSITION_CONFLICT", *, level: str = "HIGH", ts: datetime 
         "context": {"symbol": "BTCUSDT"},
     }
     fields.update(kw)
-    return Alert(iso(ts), level, code, **fields)
+    return Alert(ts=iso(ts), level=level, code=code, **fields)
 
 
 def lines_of(path: Path) -> list[str]:
@@ -330,7 +331,8 @@ def test_follow_picks_up_lines_from_another_process_across_a_rotation(history: P
             "from guardian.alerts import Alert\n"
             "from guardian.alerts.jsonl import JsonlSink\n"
             "JsonlSink(pathlib.Path(sys.argv[1]), max_bytes=int(sys.argv[2]), keep=5).emit(\n"
-            "    Alert('2026-11-21T12:00:00.000Z', 'HIGH', sys.argv[3], 's', 'm', False, 'firing', {}))\n"
+            "    Alert(ts='2026-11-21T12:00:00.000Z', level='HIGH', code=sys.argv[3], subject='s', message='m',\n"
+            "          action_required=False, event='firing'))\n"
         )
         subprocess.run([sys.executable, "-c", emit, str(history), "10000000", "APPENDED"], check=True)
         wait_for(lambda: len(got) == 5)

@@ -106,7 +106,10 @@ def test_a_sink_writing_into_a_full_disk_fails_loudly_and_the_log_recovers_when_
     sink = JsonlSink(log)
 
     def alert(code: str, message: str = "m") -> Alert:
-        return Alert("2026-11-21T12:00:00.000Z", "HIGH", code, "s", message, False, "firing")
+        return Alert(
+            ts="2026-11-21T12:00:00.000Z", level="HIGH", code=code, subject="s", message=message,
+            action_required=False, event="firing",
+        )  # fmt: skip
 
     sink.emit(alert("A"))
     filler = fill(small_fs)

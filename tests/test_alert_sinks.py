@@ -51,7 +51,10 @@ def make_alert(
     context: Mapping[str, Any] | None = None,
 ) -> Alert:
     ctx = {"exchange_qty": "0.5", "store_qty": "0.0"} if context is None else dict(context)
-    return Alert("2026-11-21T12:00:00.000Z", level, code, subject, message, action_required, event, ctx)
+    return Alert(
+        ts="2026-11-21T12:00:00.000Z", level=level, code=code, subject=subject, message=message,
+        action_required=action_required, event=event, context=ctx,
+    )  # fmt: skip
 
 
 class Recording:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from guardian.model import Finding
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Alert:
     ts: str  # ISO 8601 UTC
     level: str  # CRITICAL, HIGH, MEDIUM, LOW, or INFO for decisions that need nothing
@@ -32,14 +32,14 @@ class Alert:
         if f.action:
             ctx["action"] = f.action
         return cls(
-            iso(now),
-            f.level.name,
-            f.code,
-            f.subject,
-            message or f.message,
-            not f.recoverable and event == "firing",
-            event,
-            ctx,
+            ts=iso(now),
+            level=f.level.name,
+            code=f.code,
+            subject=f.subject,
+            message=message or f.message,
+            action_required=not f.recoverable and event == "firing",
+            event=event,
+            context=ctx,
         )
 
     def line(self) -> str:

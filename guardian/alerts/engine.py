@@ -141,7 +141,10 @@ class Engine:
         ctx["fingerprint"] = fingerprint(f.code, f.subject)
         level = f.level.name if isinstance(f, Finding) else f.level
         action = isinstance(f, Finding) and not f.recoverable and event == "firing"
-        return Alert(iso(self.now), level, f.code, f.subject, message, action, event, ctx)
+        return Alert(
+            ts=iso(self.now), level=level, code=f.code, subject=f.subject, message=message,
+            action_required=action, event=event, context=ctx,
+        )  # fmt: skip
 
     def _change(self, rec: Record) -> Alert | None:
         """Note a state change; return a FLAPPING alert the first time the rate crosses the limit."""
@@ -150,9 +153,10 @@ class Engine:
         if not rec.flapping and len(rec.changes) > self.cfg.flap_changes:
             rec.flapping = True
             return Alert(
-                iso(self.now), rec.level, "FLAPPING", fingerprint(rec.code, rec.subject),
-                f"{rec.code} on {rec.subject} changed state {len(rec.changes)} times within {window / 60:.0f} min; "
-                "held until it is stable", True, "firing", {"fingerprint": fingerprint(rec.code, rec.subject)},
+                ts=iso(self.now), level=rec.level, code="FLAPPING", subject=fingerprint(rec.code, rec.subject),
+                message=f"{rec.code} on {rec.subject} changed state {len(rec.changes)} times within "
+                f"{window / 60:.0f} min; held until it is stable",
+                action_required=True, event="firing", context={"fingerprint": fingerprint(rec.code, rec.subject)},
             )  # fmt: skip
         return None
 
@@ -266,3 +270,26 @@ def heal_loop_finding(code: str, subject: str, cfg: AlertsConfig) -> Finding:
 def new_silence(code: str, subject: str | None, *, seconds: float, reason: str, now: datetime) -> Silence:
     t = now.timestamp()
     return Silence(secrets.token_hex(4), code, subject, t + seconds, reason, t)
+
+
+def add_silence(directory: Path, target: str, *, seconds: float, reason: str, now: datetime) -> Silence:
+    """Mute ``CODE`` or ``CODE:SUBJECT`` for ``seconds``; the silence, saved."""
+    code, _, subject = target.partition(":")
+    s = new_silence(code, subject or None, seconds=seconds, reason=reason, now=now)
+    with locked_state(directory) as state:
+        state.silences.append(s)
+    return s
+
+
+def remove_silence(directory: Path, silence_id: str) -> bool:
+    """Remove one silence; False when there is none with that id."""
+    with locked_state(directory) as state:
+        keep = [s for s in state.silences if s.id != silence_id]
+        found = len(keep) != len(state.silences)
+        state.silences = keep
+    return found
+
+
+def live_silences(directory: Path, now: datetime) -> list[Silence]:
+    with locked_state(directory) as state:
+        return [s for s in state.silences if s.until > now.timestamp()]

@@ -35,7 +35,7 @@ from guardian.daemon.notify import Notifier
 from guardian.daemon.watch import ALL, Router, Watcher, real_path
 from guardian.heal import REMEDIES, HealResult, heal, remedy_for
 from guardian.history import state_dir
-from guardian.model import Finding, HealAction, Level, Outcome, Proof, Report, health_score
+from guardian.model import Finding, HealAction, Level, Outcome, Proof, Report, health_score, monitoring_exit
 from guardian.state import ClosedMemo
 from guardian.verdict import Verdict, judge
 
@@ -546,6 +546,7 @@ class Daemon:
 
     def status_doc(self) -> dict[str, Any]:
         findings = self.findings()
+        verdict = self.verdict()
         lags = sorted(self.lags)
 
         def pct(q: float) -> float | None:
@@ -574,7 +575,9 @@ class Daemon:
             "worst": status_mod.worst_level(findings),
             "counts": status_mod.level_counts(findings),
             "findings": [f.to_json() for f in sorted(findings, key=lambda f: -f.level)],
-            "verdict": {**(v := self.verdict()).to_json(), "reason": v.reason("gate")},
+            "verdict": {**verdict.to_json(), "reason": verdict.reason("gate")},
+            # The one mapping `guardian check` uses: status exits with it while the picture is current.
+            "exit_code": monitoring_exit(findings, start_refused=self.cfg.bot.mode == "real" and not verdict.sound),
             "checks": {
                 name: {
                     "runs": st.runs,

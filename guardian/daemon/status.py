@@ -99,6 +99,7 @@ class Status(msgspec.Struct):
     checks: dict[str, CheckRow] = {}
     events: Events | None = None
     verdict: StartVerdict | None = None
+    exit_code: int | None = None  # the daemon's, by model.monitoring_exit: check's mapping
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,9 @@ def exit_code(snapshot: Snapshot | None, live: Liveness | None) -> int:
     if snapshot is None or live is None or not live.running:
         return 3
     st = snapshot.status
+    if st.exit_code in (0, 1, 2, 3):
+        return st.exit_code
+    # A status written before the daemon said its exit code: the closest reading of the rest.
     if st.worst == "CRITICAL" or (st.mode == "real" and st.verdict is not None and not st.verdict.sound):
         return 2  # a real-mode bot that the gate would not let start is as critical as any finding
     return 1 if st.worst else 0
