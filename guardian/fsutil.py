@@ -182,14 +182,6 @@ def bot_lock(path: Path, *, timeout: float, soft: bool = False) -> Iterator[None
         lock.release()
 
 
-def is_inside(root: Path, path: Path) -> bool:
-    """True when ``path``, symlinks resolved, lies inside ``root`` (also resolved)."""
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):
-        return False
-
-
 def read_small_text(path: Path, *, max_bytes: int) -> str:
     """The UTF-8 text of the small regular file at ``path`` (a name file, a lock of pins).
 

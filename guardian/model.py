@@ -75,15 +75,6 @@ class Finding:
     def key(self) -> tuple[str, str]:
         return (self.code, self.subject)
 
-    def line(self) -> str:
-        """The seeds' one-line form: ``[LEVEL] CODE: message [ACTION REQUIRED] | k=v, ...``."""
-        text = f"[{self.level.name}] {self.code}: {self.message}"
-        if not self.recoverable:
-            text += " [ACTION REQUIRED]"
-        if self.context:
-            text += " | " + ", ".join(f"{k}={v}" for k, v in self.context.items())
-        return text
-
     def to_json(self) -> dict[str, Any]:
         return {
             "code": self.code,

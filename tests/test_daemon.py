@@ -153,7 +153,7 @@ def daemon(tmp_path: Path, make_config: Callable[..., Path]) -> Iterator[Callabl
 
 
 @pytest.fixture
-def bot(run_bot: Callable[[Path], int], tree: BotTree) -> int:
+def bot_pid(run_bot: Callable[[Path], int], tree: BotTree) -> int:
     """A running bot with a fresh heartbeat, so the daemon's picture starts without BOT_DOWN."""
     pid = run_bot(tree.current_slot)
     write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": pid, "ts": time.time()})
@@ -171,7 +171,7 @@ def save_atomically(path: Path, doc: Any) -> None:
 
 
 def test_ready_is_sent_after_the_first_check_with_a_status_line_then_watchdog_pings(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     ready = d.wait_note(lambda n: "READY=1" in n)
@@ -186,7 +186,7 @@ def test_ready_is_sent_after_the_first_check_with_a_status_line_then_watchdog_pi
 
 
 def test_sigterm_sends_stopping_and_exits_0_within_2_seconds(
-    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running], cli: Callable[..., Result]
 ) -> None:
     d = daemon(tree)
     d.signal(signal.SIGTERM)
@@ -197,7 +197,7 @@ def test_sigterm_sends_stopping_and_exits_0_within_2_seconds(
     assert r.code == 3 and "NOT RUNNING" in r.out
 
 
-def test_sighup_with_a_good_config_reloads_it(tree: BotTree, bot: int, daemon: Callable[..., Running]) -> None:
+def test_sighup_with_a_good_config_reloads_it(tree: BotTree, bot_pid: int, daemon: Callable[..., Running]) -> None:
     d = daemon(tree)
     assert d.status()["mode"] == "paper"
     text = d.config.read_text().replace('"mode": "paper"', '"mode": "real"')
@@ -211,7 +211,7 @@ def test_sighup_with_a_good_config_reloads_it(tree: BotTree, bot: int, daemon: C
 
 
 def test_sighup_with_a_bad_config_keeps_the_old_one_and_says_so(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     d.config.write_text(d.config.read_text().replace('"mode": "paper"', '"mode": "paper", "moed": "real"'))
@@ -227,7 +227,7 @@ def test_sighup_with_a_bad_config_keeps_the_old_one_and_says_so(
 
 
 def test_a_corrupted_positions_file_is_alerted_and_its_bytes_are_kept(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     tree.positions.write_text('{"open_positions": [')
@@ -239,7 +239,7 @@ def test_a_corrupted_positions_file_is_alerted_and_its_bytes_are_kept(
 
 
 def test_an_atomic_save_that_adds_a_duplicate_position_is_seen_as_a_move(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     doc = json.loads(tree.positions.read_text())
@@ -250,7 +250,7 @@ def test_an_atomic_save_that_adds_a_duplicate_position_is_seen_as_a_move(
 
 
 def test_a_lock_left_by_a_killed_process_is_healed_with_a_backup(
-    tree: BotTree, bot: int, daemon: Callable[..., Running], spawn: Callable[..., subprocess.Popen[bytes]],
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running], spawn: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     d = daemon(tree, extra={"thresholds": {"lock_stale": 0}})
@@ -273,41 +273,41 @@ def test_a_lock_left_by_a_killed_process_is_healed_with_a_backup(
 
 
 def test_a_bot_whose_heartbeat_stops_is_reported_hung_when_it_crosses_the_threshold(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree, extra={"thresholds": {"heartbeat_stale": "1s", "bot_start_grace": 0}})
     d.wait_status(lambda s: s["summary"].startswith(("OK", "HIGH ORPHAN")))
     hung = d.wait_alert("BOT_HUNG")
-    assert str(bot) in hung["message"]
+    assert str(bot_pid) in hung["message"]
     # The daemon did not wait for a sweep (60 s): a timer fired at the crossing.
     assert d.status()["last_sweep"] < hung["ts"]
     # BOT_HUNG holds back the stale heartbeat alert, which says nothing new.
     assert not [a for a in d.read_alerts() if a["code"] == "HEARTBEAT_STALE"]
     # The same bot beats again: resolved by that event, not at the next sweep (60 s, beyond WAIT).
-    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot, "ts": time.time() + 5})
+    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot_pid, "ts": time.time() + 5})
     d.wait_alert("BOT_HUNG", event="resolved")
 
 
-def test_a_bot_that_exits_is_reported_down_at_once(tree: BotTree, bot: int, daemon: Callable[..., Running]) -> None:
+def test_a_bot_that_exits_is_reported_down_at_once(tree: BotTree, bot_pid: int, daemon: Callable[..., Running]) -> None:
     d = daemon(tree)
-    d.wait_status(lambda s: bot in s["watched_pids"])
-    os.kill(bot, signal.SIGKILL)
+    d.wait_status(lambda s: bot_pid in s["watched_pids"])
+    os.kill(bot_pid, signal.SIGKILL)
     down = d.wait_alert("BOT_DOWN")
     assert down["level"] == "HIGH" and "1 open position(s)" in down["message"]
     assert d.status()["last_sweep"] < down["ts"]  # seen by its exit, not by the next sweep
 
 
 def test_a_heartbeat_of_a_just_started_bot_is_not_stale_within_the_grace_period(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
-    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot, "ts": 0})
+    write_json(tree.heartbeats / "bot_cycle.json", {"component": "bot_cycle", "pid": bot_pid, "ts": 0})
     d = daemon(tree, extra={"thresholds": {"bot_start_grace": "10m"}})
     assert "HEARTBEAT_STALE" not in {f["code"] for f in d.status()["findings"]}
     assert "BOT_HUNG" not in {f["code"] for f in d.status()["findings"]}
 
 
 def test_a_flipped_link_is_seen_and_the_watches_follow_it_to_the_new_slot(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     blue = tree.slots_dir / "blue"
@@ -335,7 +335,7 @@ def watched_inodes(pid: int) -> set[int]:
 
 
 def test_a_watched_directory_swapped_for_a_new_one_is_watched_again_and_the_old_one_let_go(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree, extra={"daemon": {"sweep": "1h"}})  # no sweep in the test's time: only an event finds the fault
     logs = tree.positions.parent
@@ -354,7 +354,7 @@ def test_a_watched_directory_swapped_for_a_new_one_is_watched_again_and_the_old_
 
 
 def test_a_burst_of_saves_is_coalesced_and_the_last_one_is_always_looked_at(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree, extra={"daemon": {"coalesce": "100ms"}})
     before = d.status()["events"]["evaluations"]
@@ -425,7 +425,7 @@ def test_a_check_that_raises_is_reported_and_backed_off_while_the_others_go_on(
 
 
 def test_guardian_status_prints_the_daemons_findings_and_exits_as_check_does(
-    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running], cli: Callable[..., Result]
 ) -> None:
     d = daemon(tree, mode="real")
     doc = json.loads(tree.positions.read_text())
@@ -442,7 +442,7 @@ def test_guardian_status_prints_the_daemons_findings_and_exits_as_check_does(
 
 
 def test_guardian_status_says_what_a_real_mode_start_would_get_and_exits_critical_when_refused(
-    tree: BotTree, bot: int, daemon: Callable[..., Running], cli: Callable[..., Result]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running], cli: Callable[..., Result]
 ) -> None:
     # A HIGH finding that leaves the WAL unproven: the start line names it, as the gate would.
     d = daemon(tree, mode="real", extra={"heal": {"enabled": False}})
@@ -499,7 +499,7 @@ def test_a_bot_not_yet_running_when_the_daemon_starts_is_reported_down_only_afte
 
 
 def test_the_daemon_exports_its_findings_to_a_prometheus_textfile(
-    tree: BotTree, bot: int, daemon: Callable[..., Running], tmp_path: Path
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running], tmp_path: Path
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -520,7 +520,7 @@ def test_the_daemon_exports_its_findings_to_a_prometheus_textfile(
 
 
 def test_a_notify_socket_nobody_reads_never_blocks_the_loop(
-    tree: BotTree, bot: int, daemon: Callable[..., Running]
+    tree: BotTree, bot_pid: int, daemon: Callable[..., Running]
 ) -> None:
     d = daemon(tree)
     # The test reads no more notifications: after max_dgram_qlen pings (WATCHDOG=1 every 0.1 s) the

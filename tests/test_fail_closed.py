@@ -36,7 +36,7 @@ def corrupt_but_whole(t: BotTree) -> None:
 
 
 def gates(cli: Cli, make_config: MakeConfig, t: BotTree, **extra: dict[str, object]) -> tuple[Result, Result]:
-    """The real-mode gate, then the paper-mode one, on the same tree."""
+    """The real-mode gate, then the paper-mode one, on the same traded."""
     return cli(make_config(t, mode="real", extra=extra), "gate"), cli(make_config(t, mode="paper", extra=extra), "gate")
 
 
@@ -50,7 +50,8 @@ def refused_for(real: Result, paper: Result, cause: str) -> None:
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> BotTree:
+def traded(tmp_path: Path) -> BotTree:
+    """A healthy tree with three closed positions."""
     return build_bot_tree(tmp_path / "bot", now=datetime.now(UTC), closed=3)
 
 
@@ -58,19 +59,19 @@ def tree(tmp_path: Path) -> BotTree:
 
 
 def test_a_corrupt_file_whose_repair_meets_the_bots_held_lock_refuses_naming_the_holder(
-    tree: BotTree, make_config: MakeConfig, cli: Cli, hold_lock: Callable[[Path], int]
+    traded: BotTree, make_config: MakeConfig, cli: Cli, hold_lock: Callable[[Path], int]
 ) -> None:
-    corrupt_but_whole(tree)
-    before = tree.positions.read_bytes()
-    holder = hold_lock(tree.positions.with_name("positions_futures.json.lock"))
-    real, paper = gates(cli, make_config, tree, heal={"lock_timeout": "0.2s"})
+    corrupt_but_whole(traded)
+    before = traded.positions.read_bytes()
+    holder = hold_lock(traded.positions.with_name("positions_futures.json.lock"))
+    real, paper = gates(cli, make_config, traded, heal={"lock_timeout": "0.2s"})
     refused_for(
         real,
         paper,
         f"positions (so portfolio, limits) not proven: repair failed: STATE_FILE_CORRUPT {POSITIONS}: "
         f"the bot's lock {POSITIONS}.lock is held by pid {holder} for over 0.2s",
     )
-    assert tree.positions.read_bytes() == before
+    assert traded.positions.read_bytes() == before
 
 
 def _full(t: BotTree, fs: Filesystems) -> None:
@@ -95,51 +96,51 @@ def _immutable(t: BotTree, fs: Filesystems) -> None:
     ids=["full-filesystem", "read-only-mount", "immutable-file"],
 )
 def test_a_corrupt_file_whose_repair_the_filesystem_refuses_is_refused_naming_the_error(
-    tree: BotTree,
+    traded: BotTree,
     make_config: MakeConfig,
     cli: Cli,
     filesystems: Filesystems,
     make_it: Callable[[BotTree, Filesystems], None],
     cause: str,
 ) -> None:
-    corrupt_but_whole(tree)
-    before = tree.positions.read_bytes()
-    make_it(tree, filesystems)
-    real, paper = gates(cli, make_config, tree)
+    corrupt_but_whole(traded)
+    before = traded.positions.read_bytes()
+    make_it(traded, filesystems)
+    real, paper = gates(cli, make_config, traded)
     refused_for(real, paper, f"repair failed: STATE_FILE_CORRUPT {POSITIONS}: {cause}")
-    assert tree.positions.read_bytes() == before
+    assert traded.positions.read_bytes() == before
 
 
 def test_a_full_filesystem_is_also_named_as_disk_space_not_proven(
-    tree: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
+    traded: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
 ) -> None:
-    corrupt_but_whole(tree)
-    _full(tree, filesystems)
-    reasons = json.loads(cli(make_config(tree, mode="real"), "gate", "--json").out)["reasons"]
+    corrupt_but_whole(traded)
+    _full(traded, filesystems)
+    reasons = json.loads(cli(make_config(traded, mode="real"), "gate", "--json").out)["reasons"]
     assert any(r.startswith("disk space not proven: DISK_LOW logs: the filesystem of logs (") for r in reasons), reasons
 
 
 def test_a_corrupt_file_with_self_heal_disabled_refuses_naming_the_setting(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    corrupt_but_whole(tree)
-    real, paper = gates(cli, make_config, tree, heal={"enabled": False})
+    corrupt_but_whole(traded)
+    real, paper = gates(cli, make_config, traded, heal={"enabled": False})
     refused_for(real, paper, "repair refused: STATE_FILE_CORRUPT logs/positions_futures.json: self-heal is disabled")
 
 
 def test_a_healthy_tree_on_a_full_filesystem_refuses_a_real_start_the_bot_could_not_save_in(
-    tree: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
+    traded: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
 ) -> None:
-    filesystems.fill(filesystems.tmpfs(tree.data / "state", size_kb=512))
-    real, paper = gates(cli, make_config, tree)
+    filesystems.fill(filesystems.tmpfs(traded.data / "state", size_kb=512))
+    real, paper = gates(cli, make_config, traded)
     refused_for(real, paper, "disk space not proven: DISK_LOW state: the filesystem of state (")
 
 
 def test_a_healthy_tree_on_a_read_only_logs_mount_refuses_a_real_start(
-    tree: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
+    traded: BotTree, make_config: MakeConfig, cli: Cli, filesystems: Filesystems
 ) -> None:
-    filesystems.readonly_bind(tree.data / "logs")
-    real, paper = gates(cli, make_config, tree)
+    filesystems.readonly_bind(traded.data / "logs")
+    real, paper = gates(cli, make_config, traded)
     refused_for(real, paper, "state writable not proven: STATE_NOT_WRITABLE logs: the filesystem of logs (")
 
 
@@ -147,22 +148,22 @@ def test_a_healthy_tree_on_a_read_only_logs_mount_refuses_a_real_start(
 
 
 def test_a_missing_positions_file_beside_a_torn_portfolio_with_a_readable_count_is_never_started_flat(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    tree.positions.unlink()
-    tree.wal.unlink()
-    tree.portfolio.write_text('{"balance": 10625.05, "open_positions_count": 1, "updated_at": "2026-1')
-    real, paper = gates(cli, make_config, tree)
+    traded.positions.unlink()
+    traded.wal.unlink()
+    traded.portfolio.write_text('{"balance": 10625.05, "open_positions_count": 1, "updated_at": "2026-1')
+    real, paper = gates(cli, make_config, traded)
     refused_for(real, paper, "positions (so limits) not proven: STATE_UNRECOVERABLE logs/positions_futures.json")
     assert "it counts 1 open position(s)" in real.err
-    assert not tree.positions.exists()
+    assert not traded.positions.exists()
 
 
 def test_a_deleted_logs_directory_with_the_wal_recording_a_position_is_never_started_flat(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    shutil.rmtree(tree.data / "logs")
-    real, paper = gates(cli, make_config, tree)
+    shutil.rmtree(traded.data / "logs")
+    real, paper = gates(cli, make_config, traded)
     refused_for(
         real,
         paper,
@@ -170,7 +171,7 @@ def test_a_deleted_logs_directory_with_the_wal_recording_a_position_is_never_sta
         "repaired: not a cold start, so not created flat: state/wal/operations.wal records 2 operation line(s)",
     )
     assert "state/wal/operations.wal records 2 operation line(s)" in real.err
-    assert not tree.positions.exists()
+    assert not traded.positions.exists()
 
 
 def test_an_unmounted_data_volume_is_data_root_changed_and_nothing_is_written_in_its_mount_point(
@@ -203,23 +204,23 @@ def test_an_unmounted_data_volume_is_data_root_changed_and_nothing_is_written_in
 
 
 def test_a_salvage_that_drops_a_torn_tail_sets_the_stop_and_refuses_until_an_operator_confirms(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    doc = read_json(tree.positions)
+    doc = read_json(traded.positions)
     today = iso_z(datetime.now(UTC) - timedelta(minutes=5))
     doc["closed_positions"].append({**doc["open_positions"][0], "id": "pos-today", "closed_at": today, "pnl": -900.0})
-    write_json(tree.positions, doc)
-    raw = tree.positions.read_bytes()
-    tree.positions.write_bytes(raw[: raw.index(b'"pos-today"') + 40])  # today's loss is in the torn tail
-    config = make_config(tree, mode="real")
+    write_json(traded.positions, doc)
+    raw = traded.positions.read_bytes()
+    traded.positions.write_bytes(raw[: raw.index(b'"pos-today"') + 40])  # today's loss is in the torn tail
+    config = make_config(traded, mode="real")
     r = cli(config, "gate")
     assert r.code == 1
     assert "emergency stop not proven: EMERGENCY_STOP_ACTIVE state/emergency_stop.json" in reason(r)
     assert "the day's realised loss is unknown" in r.err
-    stop = read_json(tree.emergency_stop)
+    stop = read_json(traded.emergency_stop)
     assert stop["active"] is True and stop["set_by"] == "guardian"
     assert "the list is cut off after the last record read" in stop["reason"]
-    kept = [p for p in tree.backups.iterdir() if "corrupt" in p.name]
+    kept = [p for p in traded.backups.iterdir() if "corrupt" in p.name]
     assert [p.read_bytes() for p in kept] == [raw[: raw.index(b'"pos-today"') + 40]]  # the lost bytes are kept
     assert cli(config, "clear-stop", "--approver", "ops").code == 0
     assert cli(config, "gate").code == 0
@@ -229,11 +230,11 @@ def test_a_salvage_that_drops_a_torn_tail_sets_the_stop_and_refuses_until_an_ope
 
 
 def test_check_in_real_mode_says_the_gate_would_refuse_what_it_would_refuse(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    raw = tree.positions.read_bytes()
-    tree.positions.write_bytes(raw[: raw.index(b'"open_positions"') + 40])  # its open positions are cut
-    config = make_config(tree, mode="real")
+    raw = traded.positions.read_bytes()
+    traded.positions.write_bytes(raw[: raw.index(b'"open_positions"') + 40])  # its open positions are cut
+    config = make_config(traded, mode="real")
     checked = cli(config, "check")
     assert checked.code == 2
     assert "  real-mode start: REFUSED" in checked.out
@@ -245,10 +246,10 @@ def test_check_in_real_mode_says_the_gate_would_refuse_what_it_would_refuse(
 
 
 def test_check_in_real_mode_says_a_repairable_tree_waits_on_its_repairs(
-    tree: BotTree, make_config: MakeConfig, cli: Cli
+    traded: BotTree, make_config: MakeConfig, cli: Cli
 ) -> None:
-    corrupt_but_whole(tree)
-    config = make_config(tree, mode="real")
+    corrupt_but_whole(traded)
+    config = make_config(traded, mode="real")
     checked = cli(config, "check")
     assert checked.code == 1  # HIGH: the gate would repair it first
     assert "  real-mode start: after the planned repairs, judged again" in checked.out

@@ -813,4 +813,3 @@ def test_heal_json_prints_the_seeds_result_object(
     }
     assert out["stats"]["heartbeats_reset"] == 1
     assert [h for h in out["healed"] if h.startswith("HEARTBEAT_STALE heartbeat:bot_cycle")]
-    json.dumps(out)  # plain JSON all the way down

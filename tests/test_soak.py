@@ -17,15 +17,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import closing, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from guardian.demo import BotTree, build_bot_tree
 from tests.test_live_bot import (
@@ -38,6 +37,7 @@ from tests.test_live_bot import (
     Procs,
     guardian,
     guardian_config,
+    procs,  # noqa: F401  (the fixture: the live-bot test's child processes, ended by pid)
     start_bot,
     start_daemon,
     wait_for,
@@ -58,12 +58,6 @@ COLLATERAL = {
     # Killed mid-save or mid-trade: a temp file, an unfinished operation, one file saved of two.
     "kill": {"HEARTBEAT_STALE", "TEMP_FILE_LEFTOVER", "WAL_INCOMPLETE", "STATE_MISMATCH"},
 }
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with closing(Procs(tmp_path)) as p:
-        yield p
 
 
 @dataclass
@@ -227,7 +221,8 @@ def unexplained_alerts(soak: Soak, alerts: list[dict[str, Any]]) -> tuple[list[d
 
 
 def test_the_daemon_alerts_every_injected_fault_and_neither_grows_nor_stops_a_check_over_a_soak(
-    tmp_path: Path, procs: Procs
+    tmp_path: Path,
+    procs: Procs,  # noqa: F811  (the fixture imported above)
 ) -> None:
     tree = build_bot_tree(tmp_path / "bot", now=datetime.now(UTC))
     config = guardian_config(tree, tmp_path, {
