@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -227,3 +228,48 @@ def test_a_remedy_that_keeps_being_needed_stops_with_a_heal_loop(
         c.startswith("HEAL_LOOP TEMP_FILE_LEFTOVER:logs/.positions_futures.json.tmp") for c in results[3]["critical"]
     )
     assert leftover.exists()  # left alone once the budget is spent
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {
+            "records": {
+                "X:y": {"code": "X", "subject": "y", "level": "HIGH", "firing": True, "since": 1, "changes": "abc"}
+            }
+        },
+        {"records": [], "heals": {}, "silences": []},
+        {"silences": [{"id": "s"}]},
+    ],
+    ids=["changes-a-string", "records-a-list", "silence-missing-fields"],
+)
+def test_an_alert_state_of_the_wrong_shape_is_set_aside_and_the_real_gate_still_decides(
+    tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result], content: object
+) -> None:
+    config = make_config(tree, mode="real")
+    directory = state_dir(load(config))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "alerts.json").write_text(json.dumps(content))
+    r = cli(config, "gate")
+    assert r.code == 0, r.err  # a healthy tree: the broken state is guardian's own, not the bot's
+    assert "guardian failed" not in r.err and "TypeError" not in r.err
+    (aside,) = directory.glob("alerts.json.corrupt-*")
+    assert json.loads(aside.read_text()) == content
+    assert isinstance(read_json(directory / "alerts.json")["records"], dict)
+
+
+def test_a_stopped_process_holding_the_alert_state_lock_does_not_hang_the_gate(
+    tree: BotTree, make_config: Callable[..., Path], cli: Callable[..., Result], hold_lock: Callable[[Path], int]
+) -> None:
+    config = make_config(tree, mode="real")
+    directory = state_dir(load(config))
+    directory.mkdir(parents=True, exist_ok=True)
+    holder = hold_lock(directory / "alerts.json.lock")  # an flock, as guardian takes it
+    os.kill(holder, signal.SIGSTOP)  # alive, holding the lock, never letting go
+    try:
+        r = cli(config, "gate")
+    finally:
+        os.kill(holder, signal.SIGCONT)  # so that the fixture's kill is reaped
+    assert r.code == 0, r.err
+    assert "alerts are not deduplicated" in r.err
+    assert "held by another process for over 5s" in r.err

@@ -11,15 +11,17 @@ an exclusive lock, so the gate, one-shot commands and the daemon share it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from guardian.alerts import Alert, fingerprint, iso
 from guardian.config import AlertsConfig, Config
@@ -36,20 +38,18 @@ INHIBITS: Mapping[str, frozenset[str]] = {
 }
 
 
-@dataclass
-class Record:
+class Record(msgspec.Struct):
     code: str
     subject: str
     level: str
     firing: bool
     since: float  # when it last started firing
     last_sent: float | None = None  # None: not sent in this firing (muted, or held)
-    changes: list[float] = field(default_factory=list)  # times it fired or resolved, within the flap window
+    changes: list[float] = msgspec.field(default_factory=list)  # times it fired or resolved, within the flap window
     flapping: bool = False
 
 
-@dataclass
-class Silence:
+class Silence(msgspec.Struct):
     id: str
     code: str
     subject: str | None  # None: every subject of the code
@@ -61,54 +61,48 @@ class Silence:
         return self.until > now and self.code == code and self.subject in (None, subject)
 
 
-@dataclass
-class AlertState:
-    records: dict[str, Record] = field(default_factory=dict)
-    heals: dict[str, list[float]] = field(default_factory=dict)  # fingerprint -> times healed
-    silences: list[Silence] = field(default_factory=list)
+class AlertState(msgspec.Struct):
+    """alerts.json, typed: one definition for the writer and the reader, so a file of another shape
+    (a record whose ``changes`` holds a string) is refused at the door, not a TypeError mid-gate."""
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AlertState:
-        return cls(
-            {k: Record(**v) for k, v in data.get("records", {}).items()},
-            {k: list(v) for k, v in data.get("heals", {}).items()},
-            [Silence(**s) for s in data.get("silences", [])],
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "records": {k: asdict(v) for k, v in self.records.items()},
-            "heals": self.heals,
-            "silences": [asdict(s) for s in self.silences],
-        }
+    records: dict[str, Record] = msgspec.field(default_factory=dict)
+    heals: dict[str, list[float]] = msgspec.field(default_factory=dict)  # fingerprint -> times healed
+    silences: list[Silence] = msgspec.field(default_factory=list)
 
     def silenced(self, code: str, subject: str, now: float) -> Silence | None:
         return next((s for s in self.silences if s.matches(code, subject, now)), None)
+
+
+LOCK_TIMEOUT = 5.0  # a stopped process holding the state's lock must not hang the bot's ExecStartPre=
 
 
 @contextlib.contextmanager
 def locked_state(directory: Path) -> Iterator[AlertState]:
     """Load the alert state, yield it for changes, and save it atomically, all under one lock.
 
-    A state file that does not parse is kept aside (never silently dropped) and a fresh state used.
+    A state file that cannot be read as one is kept aside (never silently dropped) and a fresh state
+    used. Raise OSError (LockBusy when another process holds the lock for over LOCK_TIMEOUT).
     """
-    from guardian.fsutil import NotRegularFile, TooLarge, atomic_write, read_regular
+    from guardian.alerts.jsonl import flock_wait
+    from guardian.fsutil import LockBusy, NotRegularFile, TooLarge, atomic_write, read_regular
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STATE_FILE
-    fd = os.open(directory / (STATE_FILE + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = directory / (STATE_FILE + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not flock_wait(fd, fcntl.LOCK_EX, LOCK_TIMEOUT):
+            raise LockBusy(errno.EAGAIN, f"held by another process for over {LOCK_TIMEOUT:g}s", str(lock))
         try:
-            state = AlertState.from_json(json.loads(read_regular(path, max_bytes=STATE_MAX)))
+            state = msgspec.json.decode(read_regular(path, max_bytes=STATE_MAX), type=AlertState)
         except FileNotFoundError:
             state = AlertState()
-        except (ValueError, TypeError, KeyError, AttributeError, NotRegularFile, TooLarge):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, NotRegularFile, TooLarge):
             # Not a state guardian wrote (a FIFO planted there would hang every gate): set aside.
             os.replace(path, path.with_name(f"{STATE_FILE}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
             state = AlertState()
         yield state
-        atomic_write(path, json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n")
+        atomic_write(path, msgspec.json.format(msgspec.json.encode(state), indent=1) + b"\n")
     finally:
         os.close(fd)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from guardian import config as config_mod
 from guardian.commands.base import Command, load, print_json
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             print("guardian silence add CODE[:SUBJECT] --for 2h --reason TEXT", file=sys.stderr)
             return 2
         s = add_silence(directory, args.target, seconds=args.duration, reason=args.reason, now=now)
-        out, text = asdict(s), f"silenced {args.target} until {_until(s.until)} (id {s.id})"
+        out, text = msgspec.structs.asdict(s), f"silenced {args.target} until {_until(s.until)} (id {s.id})"
     elif args.action == "remove":
         if not remove_silence(directory, args.target or ""):
             print(f"guardian silence remove: no silence {args.target!r}", file=sys.stderr)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         out, text = {"removed": args.target}, f"removed silence {args.target}"
     else:
         live = live_silences(directory, now)
-        out = [asdict(s) for s in live]
+        out = [msgspec.structs.asdict(s) for s in live]
         rows = [
             f"  {s.id}  {s.code}{':' + s.subject if s.subject else ''}  until {_until(s.until)}  {s.reason}"
             for s in live
