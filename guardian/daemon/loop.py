@@ -21,6 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from guardian import config as config_mod
 from guardian.alerts import Alert, Alerter, iso
 from guardian.alerts.build import build_alerter
@@ -544,7 +546,8 @@ class Daemon:
         line = status_mod.summary(self.findings(), self.last_check)
         return f"{line}; CONFIG RELOAD REFUSED" if self.config_error else line
 
-    def status_doc(self) -> dict[str, Any]:
+    def status_doc(self) -> status_mod.Status:
+        """status.json, as the one definition `guardian status` reads (guardian.daemon.status)."""
         findings = self.findings()
         verdict = self.verdict()
         lags = sorted(self.lags)
@@ -556,7 +559,7 @@ class Daemon:
 
         proc = psutil.Process()
         mono = time.monotonic()
-        return {
+        doc = {
             "version": 1,
             "pid": os.getpid(),
             "process_started": proc.create_time(),
@@ -603,6 +606,7 @@ class Daemon:
             "watched_pids": sorted(self.pidfds),
             "resources": {"rss_mb": round(proc.memory_info().rss / 2**20, 1), "fds": proc.num_fds()},
         }
+        return msgspec.convert(doc, status_mod.Status)
 
     def write_status(self, *, force: bool = False) -> None:
         if not force and time.monotonic() < self.next_status:

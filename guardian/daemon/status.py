@@ -8,9 +8,8 @@ restart, and a status that costs a disk flush per bot save would not be worth ha
 from __future__ import annotations
 
 import enum
-import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,14 +37,11 @@ def summary(findings: Sequence[Finding], checked_at: datetime) -> str:
     return f"{worst.level.name} {worst.code} {worst.subject}{more}; {shown}; checked {at}"
 
 
-def write(directory: Path, doc: Mapping[str, Any]) -> None:
-    from guardian.fsutil import atomic_write
-
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / STATUS_FILE, (json.dumps(doc, indent=1, default=str) + "\n").encode(), durable=False)
-
-
 STATUS_MAX = 16 << 20  # far above any status the daemon writes; a larger file is not read into memory
+
+
+# status.json, one definition for the daemon that writes it and `guardian status` that reads it.
+# Every field has a default, so a status a daemon of another version wrote still reads.
 
 
 class FindingRow(msgspec.Struct):
@@ -53,10 +49,17 @@ class FindingRow(msgspec.Struct):
     code: str = "?"
     subject: str = ""
     message: str = ""
+    recoverable: bool = False
+    action_required: bool = True
+    action: str | None = None
+    context: dict[str, Any] = {}
+    concern: str | None = None
 
 
 class CheckRow(msgspec.Struct):
-    errors: int = 0
+    runs: int = 0
+    duration_ms: float = 0.0
+    errors: int = 0  # consecutive
     last_error: str | None = None
     backoff_until: str | None = None
 
@@ -66,25 +69,40 @@ class Events(msgspec.Struct):
     evaluations: int = 0
     lag_p50_ms: float | None = None
     lag_p99_ms: float | None = None
-    cpu_budget_ms: float | None = None
+    cpu_budget_ms: float | None = None  # negative: event-driven checks wait
     watched: int = 0
+    watch_problems: list[str] = []
 
 
 class StartVerdict(msgspec.Struct):
     """The gate's verdict as the daemon last saw it (``guardian.verdict``): what a start would get now."""
 
+    mode: str = ""
+    allowed: bool = False
     sound: bool = False
+    pending: bool = False
     reason: str = ""
     blockers: list[str] = []
+    proofs: dict[str, str] = {}
+    unproven: list[str] = []
+    planned: list[str] = []
+    score: int | None = None
+
+
+class Resources(msgspec.Struct):
+    rss_mb: float = 0.0
+    fds: int = 0
 
 
 class Status(msgspec.Struct):
-    """What ``guardian status`` shows of status.json, typed; other keys are kept only in the raw doc."""
-
+    version: int = 1
     pid: int | None = None
     process_started: float | None = None
     state: str | None = None
+    config: str | None = None
+    config_error: str | None = None
     mode: str | None = None
+    home: str | None = None
     slot: str | None = None
     started_at: str | None = None
     updated_at: str | None = None
@@ -93,13 +111,24 @@ class Status(msgspec.Struct):
     summary: str | None = None
     score: int | None = None
     worst: str | None = None
-    config_error: str | None = None
+    counts: dict[str, int] = {}
     findings: list[FindingRow] = []
-    heals: dict[str, int] = {}
-    checks: dict[str, CheckRow] = {}
-    events: Events | None = None
     verdict: StartVerdict | None = None
     exit_code: int | None = None  # the daemon's, by model.monitoring_exit: check's mapping
+    checks: dict[str, CheckRow] = {}
+    heals: dict[str, int] = {}
+    events: Events | None = None
+    watched_pids: list[int] = []
+    resources: Resources | None = None
+
+
+def write(directory: Path, status: Status) -> None:
+    from guardian.fsutil import atomic_write
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # enc_hook: a finding's context may hold a value JSON has no type for (a path); it is written as text.
+    data = msgspec.json.format(msgspec.json.encode(status, enc_hook=str), indent=1) + b"\n"
+    atomic_write(directory / STATUS_FILE, data, durable=False)
 
 
 @dataclass(frozen=True)
